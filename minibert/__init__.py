@@ -11,7 +11,16 @@ Public API (README lists it with examples):
 from .checkpoint import CheckpointError, build_classifier, load_classifier, load_encoder, save_pretrained
 from .config import Config, preset
 from .model import Classifier, Encoder
-from .tokenizer import load_tokenizer
+
+
+def __getattr__(name):
+    # Imported on first use, so that `python -m minibert.tokenizer` does not find itself already imported.
+    if name == "load_tokenizer":
+        from .tokenizer import load_tokenizer
+
+        return load_tokenizer
+    raise AttributeError(f"module 'minibert' has no attribute {name!r}")
+
 
 __all__ = [
     "CheckpointError", "Classifier", "Config", "Encoder", "build_classifier", "load_classifier", "load_encoder",

@@ -30,6 +30,13 @@ def minilm_dir() -> Path:
     return find()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Token caches go to a temporary folder, never the user's ~/.cache (subprocesses inherit it too)."""
+    os.environ["MINIBERT_CACHE"] = str(tmp_path_factory.mktemp("minibert-cache"))
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     """Every test starts from the same RNG state, so a failure reproduces."""
