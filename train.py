@@ -1,0 +1,399 @@
+"""Fine-tune a BERT-style encoder on IMDB sentiment: a plain PyTorch loop, no Trainer.
+
+    python train.py --data ../shared/data/imdb                  # all-MiniLM-L6-v2, full fine-tuning
+    python train.py --data ../shared/data/imdb --init random    # the notebook's from-scratch DistilBERT
+    python train.py --resume runs/<timestamp>                   # continue a killed or interrupted run
+
+What is unusual here, on purpose:
+- Crash safety. Every --save-every optimizer steps and at each epoch end, the trainable weights, optimizer,
+  schedule, RNG states and data position are written atomically (minibert/train_state.py). A run killed with
+  SIGKILL and resumed ends with bitwise the same weights and metrics as an uninterrupted one (CPU, same seed).
+  Ctrl-C saves and exits; a NaN/inf loss stops the run and keeps the last good checkpoint.
+- No DataLoader: batches are lists of indices from a sampler whose order is a pure function of (seed, epoch),
+  collated in the loop. A DataLoader would draw from the global RNG each epoch, which breaks exact resume, and
+  with short CPU batches its worker processes buy nothing.
+- Defaults depend on the device (DEVICE_DEFAULTS below): a 2-core CPU gets a recipe measured to fit 10 minutes,
+  a GPU gets the full train set. Every flag overrides them.
+"""
+
+import argparse
+import json
+import math
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import minibert
+from minibert import train_state
+from minibert.batching import Collator, LengthBucketBatchSampler
+from minibert.data import prepare_imdb
+from minibert.metrics import classification_metrics
+from minibert.plots import plot_confusion, plot_curves, read_metrics
+
+LABELS = ["negative", "positive"]
+AUTO = "auto"
+
+
+@dataclass
+class RunConfig:
+    data: str | None = field(default=None, metadata={"help": "IMDB folder (train/test parquet or csv, or aclImdb/); "
+                                                             "omit to download scikit-learn/imdb from the hub"})
+    init: str = field(default="pretrained", metadata={"help": "pretrained weights, or random init (from scratch)",
+                                                      "choices": ["pretrained", "random"]})
+    model: str = field(default=AUTO, metadata={"help": "model folder or name; auto: all-MiniLM-L6-v2 (pretrained) "
+                                                       "or the distilbert-base-uncased preset (random)"})
+    method: str = field(default="full", metadata={"help": "what trains: every weight, or only the head",
+                                                  "choices": ["full", "head"]})
+    pooling: str = field(default="mean", metadata={"help": "sentence vector: [CLS] token or mean of real tokens",
+                                                   "choices": ["cls", "mean"]})
+    max_len: int = field(default=256, metadata={"help": "tokens per review, [CLS]/[SEP] included"})
+    max_samples: str = field(default=AUTO, metadata={"help": "train+val reviews; auto: 2000 on CPU, all on CUDA"})
+    val_fraction: float = field(default=0.2, metadata={"help": "share of max_samples held out for validation"})
+    eval_samples: str = field(default=AUTO, metadata={"help": "test reviews; auto: 1000 on CPU, all on CUDA"})
+    special_tokens: bool = field(default=True, metadata={"help": "add [CLS]/[SEP] (--no-special-tokens: the notebook's way)"})
+    epochs: int = field(default=0, metadata={"help": "passes over the training set; 0: 1 on CPU, 2 on CUDA"})
+    batch_size: int = field(default=0, metadata={"help": "reviews per optimizer step; 0: 16 on CPU, 32 on CUDA"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches summed per optimizer step"})
+    lr: float = field(default=1e-4, metadata={"help": "peak learning rate (AdamW)"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW decay, on matrices only"})
+    warmup: float = field(default=0.1, metadata={"help": "share of steps with linearly rising lr"})
+    clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 disables clipping"})
+    bucket: bool = field(default=True, metadata={"help": "batch reviews of similar length (less padding)"})
+    seed: int = field(default=0, metadata={"help": "seeds data split, init and dropout"})
+    device: str = field(default=AUTO, metadata={"help": "auto: cuda if available", "choices": [AUTO, "cpu", "cuda"]})
+    eval_batch_size: int = field(default=64, metadata={"help": "reviews per evaluation batch"})
+    log_every: int = field(default=10, metadata={"help": "optimizer steps between metrics.jsonl lines"})
+    save_every: int = field(default=25, metadata={"help": "optimizer steps between checkpoints"})
+    out: str | None = field(default=None, metadata={"help": "run folder; default runs/<timestamp>"})
+    resume: str | None = field(default=None, metadata={"help": "run folder to continue (its saved config is used)"})
+
+
+DEVICE_DEFAULTS = {  # measured choices, see README "Why these defaults"
+    "cpu": dict(max_samples="2000", eval_samples="1000", epochs=1, batch_size=16),
+    "cuda": dict(max_samples="all", eval_samples="all", epochs=2, batch_size=32),
+}
+
+
+def parse_args(argv) -> RunConfig:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in fields(RunConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool:
+            parser.add_argument(flag, default=f.default, action=argparse.BooleanOptionalAction, help=f.metadata["help"])
+        else:
+            kind = {int: int, float: float}.get(f.type, str)
+            parser.add_argument(flag, type=kind, default=f.default, choices=f.metadata.get("choices"),
+                                help=f.metadata["help"])
+    return RunConfig(**vars(parser.parse_args(argv)))
+
+
+def resolve(cfg: RunConfig) -> RunConfig:
+    """Fill in the device-dependent defaults, once, so the saved run config says what really ran."""
+    if cfg.device == AUTO:
+        cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda, but torch sees no CUDA device")
+    defaults = DEVICE_DEFAULTS[cfg.device]
+    for name, value in defaults.items():
+        if getattr(cfg, name) in (AUTO, 0):
+            setattr(cfg, name, value)
+    if cfg.model == AUTO:
+        cfg.model = minibert.paths.OFFLINE_MINILM if cfg.init == "pretrained" else "distilbert-base-uncased"
+    if cfg.out is None:
+        cfg.out = f"runs/{time.strftime('%Y%m%d-%H%M%S')}"
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Model, optimizer, schedule
+# ------------------------------------------------------------------------------------------------------------
+
+def build_model(cfg: RunConfig):
+    """(model, tokenizer). Random init reads only a config (a preset or a folder's config.json), no weights;
+    the tokenizer is then all-MiniLM-L6-v2's, whose uncased 30,522-token vocabulary is distilbert-base-uncased's."""
+    if cfg.init == "pretrained":
+        model = minibert.load_classifier(cfg.model, num_labels=2, pooling=cfg.pooling)
+        tokenizer = minibert.load_tokenizer(cfg.model)
+    else:
+        config = (minibert.preset(cfg.model) if cfg.model in minibert.config.PRESETS
+                  else minibert.config.read_config(minibert.paths.resolve_model_dir(cfg.model)))
+        model = minibert.build_classifier(config.with_(num_labels=2, pooling=cfg.pooling))
+        tokenizer = minibert.load_tokenizer(minibert.paths.OFFLINE_MINILM)
+    if cfg.method == "head":  # a frozen feature extractor: only the head learns
+        for name, p in model.named_parameters():
+            p.requires_grad_(not name.startswith("encoder."))
+    return model, tokenizer
+
+
+def make_optimizer(model, cfg: RunConfig) -> torch.optim.AdamW:
+    """AdamW with two groups: matrices decay; biases and LayerNorm gains do not (decaying them only hurts)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def linear_warmup_decay(total_steps: int, warmup: float):
+    """lr multiplier: 0 -> 1 over the warmup steps, then 1 -> 0 linearly until the last step."""
+    warmup_steps = max(1, round(total_steps * warmup))
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    return factor
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Training and evaluation
+# ------------------------------------------------------------------------------------------------------------
+
+class Diverged(RuntimeError):
+    pass
+
+
+def autocast(device: str):
+    """bf16 autocast on CUDA (fp32 master weights); plain fp32 on CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
+
+
+def to_device(batch: dict, device: str) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate(model, split, collate, cfg: RunConfig, desc: str) -> dict:
+    """Loss, accuracy, F1 and confusion matrix over a whole split, batches sorted by length (fast, same result)."""
+    model.eval()
+    sampler = LengthBucketBatchSampler(split.lengths, cfg.eval_batch_size, seed=0, bucket=True, shuffle=False)
+    total_loss, labels, predictions = 0.0, [], []
+    for indices in tqdm(sampler, desc=desc, leave=False, unit="batch"):
+        batch = to_device(collate([split[i] for i in indices]), cfg.device)
+        with autocast(cfg.device):
+            logits = model(batch["input_ids"], batch["attention_mask"]).float()  # (B, C)
+        total_loss += F.cross_entropy(logits, batch["labels"], reduction="sum").item()
+        labels.append(batch["labels"].cpu())
+        predictions.append(logits.argmax(dim=-1).cpu())
+    model.train()
+    metrics = classification_metrics(torch.cat(labels), torch.cat(predictions))
+    return {"loss": total_loss / len(split), **metrics}
+
+
+class Run:
+    """The run folder: config, metrics.jsonl (append-only, truncated back to the checkpoint on resume), report."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.metrics_path = folder / "metrics.jsonl"
+
+    def log(self, **record) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def n_lines(self) -> int:
+        return len(self.metrics_path.read_text().splitlines()) if self.metrics_path.exists() else 0
+
+    def truncate(self, n: int) -> None:
+        """Drop lines logged after the checkpoint we resume from: the resumed run writes them again."""
+        lines = self.metrics_path.read_text().splitlines(keepends=True)[:n] if self.metrics_path.exists() else []
+        self.metrics_path.write_text("".join(lines))
+
+
+def train(cfg: RunConfig, run: Run, resume_from: dict | None) -> dict:
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = build_model(cfg)
+    model.to(cfg.device).train()
+    data = prepare_imdb(cfg.data, tokenizer, max_len=cfg.max_len, max_samples=cfg.max_samples,
+                        val_fraction=cfg.val_fraction, eval_samples=cfg.eval_samples, seed=cfg.seed,
+                        add_special_tokens=cfg.special_tokens)
+    collate = Collator(tokenizer.pad_id)
+    sampler = LengthBucketBatchSampler(data["train"].lengths, cfg.batch_size // cfg.grad_accum, seed=cfg.seed,
+                                       bucket=cfg.bucket, shuffle=True)
+    steps_per_epoch = math.ceil(sampler.batches_per_epoch / cfg.grad_accum)
+    total_steps = steps_per_epoch * cfg.epochs
+    optimizer = make_optimizer(model, cfg)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(total_steps, cfg.warmup))
+    trainable, total = count_parameters(model)
+    print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)  |  "
+          f"train {len(data['train'])}, val {len(data['val'])}, test {len(data['test'])} reviews  |  "
+          f"{steps_per_epoch} steps/epoch x {cfg.epochs}")
+
+    step, epoch, start_batch, train_seconds, step_times = 0, 0, 0, 0.0, []
+    if resume_from is not None:
+        model.load_state_dict(resume_from["model"], strict=False)
+        optimizer.load_state_dict(resume_from["optimizer"])
+        schedule.load_state_dict(resume_from["schedule"])
+        step, epoch, start_batch = resume_from["step"], resume_from["epoch"], resume_from["batch"]
+        train_seconds = resume_from["train_seconds"]
+        run.truncate(resume_from["metrics_lines"])
+        train_state.set_rng_state(resume_from["rng"])
+        print(f"resumed at epoch {epoch + 1}, batch {start_batch}, step {step}")
+
+    def checkpoint(batch_in_epoch: int, epoch_: int, rng: dict) -> None:
+        train_state.save(run.folder, model=train_state.trainable_state(model), optimizer=optimizer.state_dict(),
+                         schedule=schedule.state_dict(), rng=rng, step=step, epoch=epoch_, batch=batch_in_epoch,
+                         train_seconds=train_seconds, metrics_lines=run.n_lines())
+
+    rng_at_step = train_state.rng_state()  # RNG as of the last optimizer-step boundary (for Ctrl-C saves)
+    batch_in_epoch = start_batch
+    try:
+        while epoch < cfg.epochs:
+            sampler.set_epoch(epoch, start_batch=start_batch)
+            batches = iter(sampler)
+            bar = tqdm(total=sampler.batches_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
+            batch_in_epoch, running = start_batch, []
+            while True:
+                group = [b for _, b in zip(range(cfg.grad_accum), batches)]  # micro-batches of one step
+                if not group:
+                    break
+                t0 = time.perf_counter()
+                loss = train_step(model, optimizer, schedule, group, data["train"], collate, cfg)
+                step_times.append(time.perf_counter() - t0)
+                train_seconds += step_times[-1]
+                step, batch_in_epoch = step + 1, batch_in_epoch + len(group)
+                running.append(loss)
+                rng_at_step = train_state.rng_state()
+                n_reviews = sum(map(len, group))
+                bar.update(len(group))
+                bar.set_postfix(loss=f"{loss:.3f}", reviews_per_s=f"{n_reviews / step_times[-1]:.1f}")
+                if step % cfg.log_every == 0:
+                    run.log(type="train", step=step, epoch=epoch, loss=sum(running) / len(running),
+                            lr=schedule.get_last_lr()[0], reviews_per_s=n_reviews / step_times[-1])
+                    running = []
+                if step % cfg.save_every == 0:
+                    checkpoint(batch_in_epoch, epoch, rng_at_step)
+            bar.close()
+            val = evaluate(model, data["val"], collate, cfg, "validating")
+            run.log(type="eval", split="val", step=step, epoch=epoch, **val)
+            print(f"epoch {epoch + 1}: val loss {val['loss']:.4f}, accuracy {100 * val['accuracy']:.2f}%, "
+                  f"F1 {100 * val['f1']:.2f}%")
+            epoch, start_batch = epoch + 1, 0
+            rng_at_step = train_state.rng_state()
+            checkpoint(0, epoch, rng_at_step)
+    except KeyboardInterrupt:
+        checkpoint(batch_in_epoch, epoch, rng_at_step)
+        print(f"\ninterrupted: saved step {step}; continue with  python train.py --resume {run.folder}")
+        raise SystemExit(130)
+    except Diverged as err:
+        print(f"\nstopped: {err}. The last good checkpoint is kept in {run.folder}; lower --lr, or raise --warmup.")
+        raise SystemExit(1)
+
+    t0 = time.perf_counter()
+    test = evaluate(model, data["test"], collate, cfg, "testing")
+    eval_seconds = time.perf_counter() - t0
+    run.log(type="eval", split="test", step=step, epoch=epoch, **test)
+    val = [m for m in read_metrics(run.metrics_path) if m["type"] == "eval" and m["split"] == "val"][-1]
+    export(model, tokenizer, run.folder / "model")
+    return dict(val_accuracy=val["accuracy"], val_f1=val["f1"], val_loss=val["loss"], test_accuracy=test["accuracy"],
+                test_f1=test["f1"], test_loss=test["loss"], test_confusion=test["confusion"],
+                train_seconds=train_seconds, test_eval_seconds=eval_seconds, steps=step,
+                median_step_seconds=sorted(step_times)[len(step_times) // 2] if step_times else None,
+                trainable_params=trainable, total_params=total, peak_memory_mb=peak_memory_mb(cfg.device),
+                weight_memory_mb=weight_bytes(model) / 2**20, n_train=len(data["train"]), n_val=len(data["val"]),
+                n_test=len(data["test"]), device=device_name(cfg.device))
+
+
+def train_step(model, optimizer, schedule, group, dataset, collate, cfg: RunConfig) -> float:
+    """One optimizer step over `group` micro-batches: forward -> loss -> backward (xN) -> clip -> step -> zero."""
+    n_reviews = sum(map(len, group))
+    total = 0.0
+    for indices in group:
+        batch = to_device(collate([dataset[i] for i in indices]), cfg.device)
+        with autocast(cfg.device):
+            logits = model(batch["input_ids"], batch["attention_mask"])  # (B, C)
+        # Sum, then divide by the step's review count: accumulated micro-batches weigh as one big batch.
+        loss = F.cross_entropy(logits.float(), batch["labels"], reduction="sum") / n_reviews
+        if not torch.isfinite(loss):
+            raise Diverged(f"loss became {loss.item()} at this step")
+        loss.backward()
+        total += loss.item()
+    if cfg.clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.clip)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Outputs
+# ------------------------------------------------------------------------------------------------------------
+
+def count_parameters(model) -> tuple[int, int]:
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def weight_bytes(model) -> int:
+    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+
+
+def peak_memory_mb(device: str) -> float:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB: the process's peak RSS
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").exists() else "CPU"
+    return f"{cpu} ({torch.get_num_threads()} threads)"
+
+
+def export(model, tokenizer, folder: Path) -> None:
+    """The fine-tuned model in Hugging Face layout, with its tokenizer: transformers and minibert.predict load it."""
+    model.save_pretrained(folder)
+    tokenizer.backend.save(str(folder / "tokenizer.json"))
+
+
+def summary(cfg: RunConfig, report: dict) -> str:
+    rows = [("model", f"{cfg.model} ({cfg.init}, {cfg.method}, pooling={cfg.pooling})"),
+            ("data", f"{report['n_train']} train / {report['n_val']} val / {report['n_test']} test, max_len {cfg.max_len}"),
+            ("validation", f"accuracy {100 * report['val_accuracy']:.2f}%  F1 {100 * report['val_f1']:.2f}%"),
+            ("test", f"accuracy {100 * report['test_accuracy']:.2f}%  F1 {100 * report['test_f1']:.2f}%"),
+            ("time", f"train {report['train_seconds']:.0f} s ({report['steps']} steps), test eval "
+                     f"{report['test_eval_seconds']:.0f} s on {report['device']}"),
+            ("parameters", f"{report['trainable_params']:,} trainable of {report['total_params']:,}"),
+            ("memory", f"peak {report['peak_memory_mb']:.0f} MB, weights {report['weight_memory_mb']:.0f} MB"),
+            ("run folder", str(cfg.out))]
+    return "\n".join(f"  {k:<11} {v}" for k, v in rows)
+
+
+def main(argv=None) -> dict:
+    cfg = parse_args(argv)
+    resume_from = None
+    if cfg.resume:
+        folder = Path(cfg.resume)
+        saved = json.loads((folder / "run_config.json").read_text())
+        cfg = RunConfig(**{**saved, "resume": None})
+        resume_from = train_state.load(folder)
+    else:
+        cfg = resolve(cfg)
+        folder = Path(cfg.out)
+        if (folder / train_state.CHECKPOINT).exists():
+            sys.exit(f"{folder} already holds a run; continue it with --resume {folder}, or choose another --out")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "run_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    run = Run(folder)
+    report = train(cfg, run, resume_from)
+    (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_curves(read_metrics(run.metrics_path), folder / "curves.png")
+    plot_confusion(report["test_confusion"], LABELS, folder / "confusion.png")
+    print("\n" + summary(cfg, report))
+    return report
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as err:  # bad paths, data or checkpoints: one line, no traceback
+        sys.exit(f"error: {err}")
