@@ -12,14 +12,16 @@ What is unusual here, on purpose:
 - No DataLoader: batches are lists of indices from a sampler whose order is a pure function of (seed, epoch),
   collated in the loop. A DataLoader would draw from the global RNG each epoch, which breaks exact resume, and
   with short CPU batches its worker processes buy nothing.
+- Several processes: `torchrun --nproc_per_node=N train.py ...` runs DistributedDataParallel (gloo on CPU, nccl on
+  CUDA). --batch-size stays the reviews per optimizer step, split across ranks; rank 0 alone writes the run folder.
 - Defaults depend on the device (DEVICE_DEFAULTS below): a 2-core CPU gets a recipe measured to fit 10 minutes,
   a GPU gets the full train set. Every flag overrides them.
 """
 
 import argparse
+import contextlib
 import json
 import math
-import resource
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -30,11 +32,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import minibert
+from minibert import distributed as dist
 from minibert import train_state
 from minibert.batching import Collator, LengthBucketBatchSampler
 from minibert.data import prepare_imdb
-from minibert.metrics import classification_metrics
-from minibert.plots import plot_confusion, plot_curves, read_metrics
+from minibert.metrics import confusion_matrix, metrics_from_confusion
+from minibert.plots import plot_confusion, plot_curves
+from minibert.runfolder import Run, count_parameters, device_name, peak_memory_mb, weight_bytes
 
 LABELS = ["negative", "positive"]
 AUTO = "auto"
@@ -170,76 +174,77 @@ def to_device(batch: dict, device: str) -> dict:
 
 @torch.no_grad()
 def evaluate(model, split, collate, cfg: RunConfig, desc: str) -> dict:
-    """Loss, accuracy, F1 and confusion matrix over a whole split, batches sorted by length (fast, same result)."""
+    """Loss, accuracy, F1 and confusion matrix over a whole split, batches sorted by length (fast, same result).
+
+    Under torchrun each rank evaluates every world-th review and the counts are summed across ranks.
+    """
     model.eval()
-    sampler = LengthBucketBatchSampler(split.lengths, cfg.eval_batch_size, seed=0, bucket=True, shuffle=False)
-    total_loss, labels, predictions = 0.0, [], []
-    for indices in tqdm(sampler, desc=desc, leave=False, unit="batch"):
-        batch = to_device(collate([split[i] for i in indices]), cfg.device)
+    rank, world = dist.rank_and_world()
+    shard = list(range(rank, len(split), world))
+    sampler = LengthBucketBatchSampler(split.lengths[shard], cfg.eval_batch_size, bucket=True, shuffle=False)
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    confusion = torch.zeros(2, 2, dtype=torch.long)
+    for positions in tqdm(sampler, desc=desc, leave=False, unit="batch", disable=not dist.is_main()):
+        batch = to_device(collate([split[shard[i]] for i in positions]), cfg.device)
         with autocast(cfg.device):
             logits = model(batch["input_ids"], batch["attention_mask"]).float()  # (B, C)
-        total_loss += F.cross_entropy(logits, batch["labels"], reduction="sum").item()
-        labels.append(batch["labels"].cpu())
-        predictions.append(logits.argmax(dim=-1).cpu())
+        loss_sum += F.cross_entropy(logits, batch["labels"], reduction="sum").item()
+        confusion += confusion_matrix(batch["labels"].cpu(), logits.argmax(dim=-1).cpu(), 2)
     model.train()
-    metrics = classification_metrics(torch.cat(labels), torch.cat(predictions))
-    return {"loss": total_loss / len(split), **metrics}
+    totals = dist.sum_across_ranks(torch.cat([loss_sum[None], confusion.flatten().double()]))
+    confusion = totals[1:].long().reshape(2, 2)
+    return {"loss": totals[0].item() / len(split), **metrics_from_confusion(confusion)}
 
 
-class Run:
-    """The run folder: config, metrics.jsonl (append-only, truncated back to the checkpoint on resume), report."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.metrics_path = folder / "metrics.jsonl"
-
-    def log(self, **record) -> None:
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def n_lines(self) -> int:
-        return len(self.metrics_path.read_text().splitlines()) if self.metrics_path.exists() else 0
-
-    def truncate(self, n: int) -> None:
-        """Drop lines logged after the checkpoint we resume from: the resumed run writes them again."""
-        lines = self.metrics_path.read_text().splitlines(keepends=True)[:n] if self.metrics_path.exists() else []
-        self.metrics_path.write_text("".join(lines))
-
-
-def train(cfg: RunConfig, run: Run, resume_from: dict | None) -> dict:
-    torch.manual_seed(cfg.seed)
+def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
+    """Build, train, evaluate and export; `run` is None on ranks other than 0 (they write nothing)."""
+    rank, world = dist.rank_and_world()
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model, tokenizer = build_model(cfg)
     model.to(cfg.device).train()
     data = prepare_imdb(cfg.data, tokenizer, max_len=cfg.max_len, max_samples=cfg.max_samples,
                         val_fraction=cfg.val_fraction, eval_samples=cfg.eval_samples, seed=cfg.seed,
                         add_special_tokens=cfg.special_tokens)
     collate = Collator(tokenizer.pad_id)
-    sampler = LengthBucketBatchSampler(data["train"].lengths, cfg.batch_size // cfg.grad_accum, seed=cfg.seed,
-                                       bucket=cfg.bucket, shuffle=True)
+    micro_batch = cfg.batch_size // (cfg.grad_accum * world)  # reviews per forward pass on one rank
+    if micro_batch * cfg.grad_accum * world != cfg.batch_size:
+        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by --grad-accum x processes "
+                         f"({cfg.grad_accum} x {world})")
+    sampler = LengthBucketBatchSampler(data["train"].lengths, micro_batch, seed=cfg.seed, bucket=cfg.bucket,
+                                       shuffle=True, num_replicas=world, rank=rank)
     steps_per_epoch = math.ceil(sampler.batches_per_epoch / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = make_optimizer(model, cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(total_steps, cfg.warmup))
     trainable, total = count_parameters(model)
-    print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)  |  "
-          f"train {len(data['train'])}, val {len(data['val'])}, test {len(data['test'])} reviews  |  "
-          f"{steps_per_epoch} steps/epoch x {cfg.epochs}")
+    say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)  |  "
+        f"train {len(data['train'])}, val {len(data['val'])}, test {len(data['test'])} reviews  |  "
+        f"{steps_per_epoch} steps/epoch x {cfg.epochs}" + (f"  |  {world} processes" if world > 1 else ""))
+    # Each rank draws its own dropout masks; DDP keeps the weights identical.
+    torch.manual_seed(cfg.seed + 1000 * rank)
 
     step, epoch, start_batch, train_seconds, step_times = 0, 0, 0, 0.0, []
     if resume_from is not None:
+        if len(resume_from["rng"]) != world:
+            raise ValueError(f"the checkpoint was written by {len(resume_from['rng'])} processes; resume it with "
+                             f"as many (now {world})")
         model.load_state_dict(resume_from["model"], strict=False)
         optimizer.load_state_dict(resume_from["optimizer"])
         schedule.load_state_dict(resume_from["schedule"])
         step, epoch, start_batch = resume_from["step"], resume_from["epoch"], resume_from["batch"]
         train_seconds = resume_from["train_seconds"]
-        run.truncate(resume_from["metrics_lines"])
-        train_state.set_rng_state(resume_from["rng"])
-        print(f"resumed at epoch {epoch + 1}, batch {start_batch}, step {step}")
+        if run:
+            run.truncate(resume_from["metrics_lines"])
+        train_state.set_rng_state(resume_from["rng"][rank])
+        say(f"resumed at epoch {epoch + 1}, batch {start_batch}, step {step}")
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else None
 
     def checkpoint(batch_in_epoch: int, epoch_: int, rng: dict) -> None:
-        train_state.save(run.folder, model=train_state.trainable_state(model), optimizer=optimizer.state_dict(),
-                         schedule=schedule.state_dict(), rng=rng, step=step, epoch=epoch_, batch=batch_in_epoch,
-                         train_seconds=train_seconds, metrics_lines=run.n_lines())
+        rngs = dist.gather(rng)  # every rank's generator, so each resumes its own dropout stream
+        if run:
+            train_state.save(run.folder, model=train_state.trainable_state(model), optimizer=optimizer.state_dict(),
+                             schedule=schedule.state_dict(), rng=rngs, step=step, epoch=epoch_,
+                             batch=batch_in_epoch, train_seconds=train_seconds, metrics_lines=run.n_lines())
 
     rng_at_step = train_state.rng_state()  # RNG as of the last optimizer-step boundary (for Ctrl-C saves)
     batch_in_epoch = start_batch
@@ -247,49 +252,55 @@ def train(cfg: RunConfig, run: Run, resume_from: dict | None) -> dict:
         while epoch < cfg.epochs:
             sampler.set_epoch(epoch, start_batch=start_batch)
             batches = iter(sampler)
-            bar = tqdm(total=sampler.batches_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
+            bar = tqdm(total=sampler.batches_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       unit="batch", disable=run is None)
             batch_in_epoch, running = start_batch, []
-            while True:
-                group = [b for _, b in zip(range(cfg.grad_accum), batches)]  # micro-batches of one step
-                if not group:
-                    break
+            while group := [b for _, b in zip(range(cfg.grad_accum), batches)]:  # the micro-batches of one step
                 t0 = time.perf_counter()
-                loss = train_step(model, optimizer, schedule, group, data["train"], collate, cfg)
+                loss = train_step(ddp or model, optimizer, schedule, group, data["train"], collate, cfg)
                 step_times.append(time.perf_counter() - t0)
                 train_seconds += step_times[-1]
                 step, batch_in_epoch = step + 1, batch_in_epoch + len(group)
                 running.append(loss)
                 rng_at_step = train_state.rng_state()
-                n_reviews = sum(map(len, group))
+                n_reviews = sum(map(len, group)) * world
                 bar.update(len(group))
                 bar.set_postfix(loss=f"{loss:.3f}", reviews_per_s=f"{n_reviews / step_times[-1]:.1f}")
                 if step % cfg.log_every == 0:
-                    run.log(type="train", step=step, epoch=epoch, loss=sum(running) / len(running),
-                            lr=schedule.get_last_lr()[0], reviews_per_s=n_reviews / step_times[-1])
+                    mean_loss = dist.sum_across_ranks(torch.tensor(sum(running) / len(running))).item() / world
+                    if run:
+                        run.log(type="train", step=step, epoch=epoch, loss=mean_loss, lr=schedule.get_last_lr()[0],
+                                reviews_per_s=n_reviews / step_times[-1])
                     running = []
                 if step % cfg.save_every == 0:
                     checkpoint(batch_in_epoch, epoch, rng_at_step)
             bar.close()
             val = evaluate(model, data["val"], collate, cfg, "validating")
-            run.log(type="eval", split="val", step=step, epoch=epoch, **val)
-            print(f"epoch {epoch + 1}: val loss {val['loss']:.4f}, accuracy {100 * val['accuracy']:.2f}%, "
-                  f"F1 {100 * val['f1']:.2f}%")
+            if run:
+                run.log(type="eval", split="val", step=step, epoch=epoch, **val)
+            say(f"epoch {epoch + 1}: val loss {val['loss']:.4f}, accuracy {100 * val['accuracy']:.2f}%, "
+                f"F1 {100 * val['f1']:.2f}%")
             epoch, start_batch = epoch + 1, 0
             rng_at_step = train_state.rng_state()
             checkpoint(0, epoch, rng_at_step)
     except KeyboardInterrupt:
-        checkpoint(batch_in_epoch, epoch, rng_at_step)
-        print(f"\ninterrupted: saved step {step}; continue with  python train.py --resume {run.folder}")
+        if run:  # rank 0 saves alone: the other ranks may already be gone
+            train_state.save(run.folder, model=train_state.trainable_state(model), optimizer=optimizer.state_dict(),
+                             schedule=schedule.state_dict(), rng=[rng_at_step] * world, step=step, epoch=epoch,
+                             batch=batch_in_epoch, train_seconds=train_seconds, metrics_lines=run.n_lines())
+        say(f"\ninterrupted: saved step {step}; continue with  python train.py --resume {cfg.out}")
         raise SystemExit(130)
     except Diverged as err:
-        print(f"\nstopped: {err}. The last good checkpoint is kept in {run.folder}; lower --lr, or raise --warmup.")
+        say(f"\nstopped: {err}. The last good checkpoint is kept in {cfg.out}; lower --lr, or raise --warmup.")
         raise SystemExit(1)
 
     t0 = time.perf_counter()
     test = evaluate(model, data["test"], collate, cfg, "testing")
     eval_seconds = time.perf_counter() - t0
+    if run is None:
+        return {}
     run.log(type="eval", split="test", step=step, epoch=epoch, **test)
-    val = [m for m in read_metrics(run.metrics_path) if m["type"] == "eval" and m["split"] == "val"][-1]
+    val = run.records("eval", "val")[-1]
     export(model, tokenizer, run.folder / "model")
     return dict(val_accuracy=val["accuracy"], val_f1=val["f1"], val_loss=val["loss"], test_accuracy=test["accuracy"],
                 test_f1=test["f1"], test_loss=test["loss"], test_confusion=test["confusion"],
@@ -297,22 +308,25 @@ def train(cfg: RunConfig, run: Run, resume_from: dict | None) -> dict:
                 median_step_seconds=sorted(step_times)[len(step_times) // 2] if step_times else None,
                 trainable_params=trainable, total_params=total, peak_memory_mb=peak_memory_mb(cfg.device),
                 weight_memory_mb=weight_bytes(model) / 2**20, n_train=len(data["train"]), n_val=len(data["val"]),
-                n_test=len(data["test"]), device=device_name(cfg.device))
+                n_test=len(data["test"]), processes=world, device=device_name(cfg.device))
 
 
 def train_step(model, optimizer, schedule, group, dataset, collate, cfg: RunConfig) -> float:
     """One optimizer step over `group` micro-batches: forward -> loss -> backward (xN) -> clip -> step -> zero."""
     n_reviews = sum(map(len, group))
     total = 0.0
-    for indices in group:
-        batch = to_device(collate([dataset[i] for i in indices]), cfg.device)
-        with autocast(cfg.device):
-            logits = model(batch["input_ids"], batch["attention_mask"])  # (B, C)
-        # Sum, then divide by the step's review count: accumulated micro-batches weigh as one big batch.
-        loss = F.cross_entropy(logits.float(), batch["labels"], reduction="sum") / n_reviews
-        if not torch.isfinite(loss):
-            raise Diverged(f"loss became {loss.item()} at this step")
-        loss.backward()
+    for i, indices in enumerate(group):
+        batch = to_device(collate([dataset[j] for j in indices]), cfg.device)
+        # Under DDP, gradients are averaged across ranks during backward; only the last micro-batch needs that.
+        sync = contextlib.nullcontext() if i == len(group) - 1 or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with autocast(cfg.device):
+                logits = model(batch["input_ids"], batch["attention_mask"])  # (B, C)
+            # Sum, then divide by the step's review count: accumulated micro-batches weigh as one big batch.
+            loss = F.cross_entropy(logits.float(), batch["labels"], reduction="sum") / n_reviews
+            if not torch.isfinite(loss):
+                raise Diverged(f"loss became {loss.item()} at this step")
+            loss.backward()
         total += loss.item()
     if cfg.clip > 0:
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.clip)
@@ -326,27 +340,9 @@ def train_step(model, optimizer, schedule, group, dataset, collate, cfg: RunConf
 # Outputs
 # ------------------------------------------------------------------------------------------------------------
 
-def count_parameters(model) -> tuple[int, int]:
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
-def weight_bytes(model) -> int:
-    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
-
-
-def peak_memory_mb(device: str) -> float:
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB: the process's peak RSS
-
-
-def device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").exists() else "CPU"
-    return f"{cpu} ({torch.get_num_threads()} threads)"
+def say(message: str) -> None:
+    if dist.is_main():
+        print(message, flush=True)
 
 
 def export(model, tokenizer, folder: Path) -> None:
@@ -373,20 +369,31 @@ def main(argv=None) -> dict:
     resume_from = None
     if cfg.resume:
         folder = Path(cfg.resume)
-        saved = json.loads((folder / "run_config.json").read_text())
-        cfg = RunConfig(**{**saved, "resume": None})
+        if not (folder / "run_config.json").is_file():
+            raise FileNotFoundError(f"{folder} is not a run folder (no run_config.json)")
+        cfg = RunConfig(**{**json.loads((folder / "run_config.json").read_text()), "resume": None})
         resume_from = train_state.load(folder)
+        dist.setup(cfg.device)
     else:
         cfg = resolve(cfg)
+        dist.setup(cfg.device)
+        cfg.out = dist.broadcast(cfg.out)  # a timestamped name must be the same on every rank
         folder = Path(cfg.out)
-        if (folder / train_state.CHECKPOINT).exists():
-            sys.exit(f"{folder} already holds a run; continue it with --resume {folder}, or choose another --out")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "run_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-    run = Run(folder)
-    report = train(cfg, run, resume_from)
+        if dist.is_main():
+            if (folder / train_state.CHECKPOINT).exists():
+                sys.exit(f"{folder} already holds a run; continue it with --resume {folder}, or choose another --out")
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "run_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    main_rank = dist.is_main()
+    try:
+        report = train(cfg, Run(folder) if main_rank else None, resume_from)
+    finally:
+        dist.teardown()
+    if not main_rank:
+        return report
     (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot_curves(read_metrics(run.metrics_path), folder / "curves.png")
+    run = Run(folder)
+    plot_curves(run.records("train"), run.records("eval", "val"), folder / "curves.png")
     plot_confusion(report["test_confusion"], LABELS, folder / "confusion.png")
     print("\n" + summary(cfg, report))
     return report

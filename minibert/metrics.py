@@ -1,7 +1,8 @@
-"""Classification metrics from predictions: accuracy, F1 of the positive class, and the confusion matrix.
+"""Classification metrics from a confusion matrix: accuracy, F1 of the positive class.
 
 Accuracy alone hides a model that always answers "positive" on a skewed sample; F1 (the harmonic mean of
-precision and recall on class 1) and the confusion matrix show it.
+precision and recall on class 1) and the confusion matrix show it. Everything derives from the confusion
+matrix, a table of counts: counts from several processes (torchrun ranks) simply add up.
 """
 
 import torch
@@ -13,9 +14,8 @@ def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classe
     return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def classification_metrics(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int = 2) -> dict:
+def metrics_from_confusion(cm: torch.Tensor) -> dict:
     """accuracy, f1 (of class 1, the "positive" sentiment) and the confusion matrix as nested lists."""
-    cm = confusion_matrix(labels, predictions, num_classes)
     true_pos = cm[1, 1].item()
     predicted_pos, actual_pos = cm[:, 1].sum().item(), cm[1, :].sum().item()
     precision = true_pos / predicted_pos if predicted_pos else 0.0

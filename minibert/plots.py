@@ -1,6 +1,5 @@
 """Figures of a run: loss and accuracy curves from metrics.jsonl, and the confusion matrix of the test set."""
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -9,14 +8,10 @@ matplotlib.use("Agg")  # files only: no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+def plot_curves(train: list[dict], val: list[dict], out: Path) -> None:
+    """Left: training loss per logged step and validation loss per epoch. Right: validation accuracy.
 
-
-def plot_curves(metrics: list[dict], out: Path) -> None:
-    """Left: training loss per logged step and validation loss per epoch. Right: validation accuracy."""
-    train = [m for m in metrics if m["type"] == "train"]
-    val = [m for m in metrics if m["type"] == "eval" and m["split"] == "val"]
+    `train` and `val` are metrics.jsonl records (see minibert/runfolder.py)."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot([m["step"] for m in train], [m["loss"] for m in train], label="train (running mean)")
     ax_loss.plot([m["step"] for m in val], [m["loss"] for m in val], "o-", label="validation")
