@@ -20,6 +20,7 @@ What is unusual here, on purpose:
 
 import argparse
 import contextlib
+import copy
 import json
 import math
 import sys
@@ -31,14 +32,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import lora
 import minibert
 from minibert import distributed as dist
 from minibert import train_state
 from minibert.batching import Collator, LengthBucketBatchSampler
+from minibert.checkpoint import hf_module_name
 from minibert.data import prepare_imdb
 from minibert.metrics import confusion_matrix, metrics_from_confusion
 from minibert.plots import plot_confusion, plot_curves
-from minibert.runfolder import Run, count_parameters, device_name, peak_memory_mb, weight_bytes
+from minibert.runfolder import Run, device_name, peak_memory_mb, weight_bytes
 
 LABELS = ["negative", "positive"]
 AUTO = "auto"
@@ -52,8 +55,8 @@ class RunConfig:
                                                       "choices": ["pretrained", "random"]})
     model: str = field(default=AUTO, metadata={"help": "model folder or name; auto: all-MiniLM-L6-v2 (pretrained) "
                                                        "or the distilbert-base-uncased preset (random)"})
-    method: str = field(default="full", metadata={"help": "what trains: every weight, or only the head",
-                                                  "choices": ["full", "head"]})
+    method: str = field(default="full", metadata={"help": "what trains: every weight, only the head, or LoRA "
+                                                          "adapters + head", "choices": ["full", "head", "lora"]})
     pooling: str = field(default="mean", metadata={"help": "sentence vector: [CLS] token or mean of real tokens",
                                                    "choices": ["cls", "mean"]})
     max_len: int = field(default=256, metadata={"help": "tokens per review, [CLS]/[SEP] included"})
@@ -74,6 +77,12 @@ class RunConfig:
     eval_batch_size: int = field(default=64, metadata={"help": "reviews per evaluation batch"})
     log_every: int = field(default=10, metadata={"help": "optimizer steps between metrics.jsonl lines"})
     save_every: int = field(default=25, metadata={"help": "optimizer steps between checkpoints"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank r"})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scale numerator: updates are (alpha / r) B A"})
+    lora_dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA branch's input"})
+    lora_targets: str = field(default="", metadata={"help": "comma-separated module names to adapt; empty: the "
+                                                            "family's attention q,v (q_lin,v_lin / query,value)"})
+    merge: bool = field(default=True, metadata={"help": "LoRA runs: also export the merged model to model/"})
     out: str | None = field(default=None, metadata={"help": "run folder; default runs/<timestamp>"})
     resume: str | None = field(default=None, metadata={"help": "run folder to continue (its saved config is used)"})
 
@@ -133,6 +142,9 @@ def build_model(cfg: RunConfig):
     if cfg.method == "head":  # a frozen feature extractor: only the head learns
         for name, p in model.named_parameters():
             p.requires_grad_(not name.startswith("encoder."))
+    if cfg.method == "lora":  # frozen base + low-rank updates; the head (pre_classifier, classifier) trains fully
+        targets = tuple(cfg.lora_targets.split(",")) if cfg.lora_targets else None
+        model = lora.inject(model, targets=targets, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
     return model, tokenizer
 
 
@@ -216,7 +228,7 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = make_optimizer(model, cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(total_steps, cfg.warmup))
-    trainable, total = count_parameters(model)
+    trainable, total = lora.trainable_parameters(model)
     say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)  |  "
         f"train {len(data['train'])}, val {len(data['val'])}, test {len(data['test'])} reviews  |  "
         f"{steps_per_epoch} steps/epoch x {cfg.epochs}" + (f"  |  {world} processes" if world > 1 else ""))
@@ -301,7 +313,7 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
         return {}
     run.log(type="eval", split="test", step=step, epoch=epoch, **test)
     val = run.records("eval", "val")[-1]
-    export(model, tokenizer, run.folder / "model")
+    export(model, tokenizer, run.folder, cfg)
     return dict(val_accuracy=val["accuracy"], val_f1=val["f1"], val_loss=val["loss"], test_accuracy=test["accuracy"],
                 test_f1=test["f1"], test_loss=test["loss"], test_confusion=test["confusion"],
                 train_seconds=train_seconds, test_eval_seconds=eval_seconds, steps=step,
@@ -345,10 +357,18 @@ def say(message: str) -> None:
         print(message, flush=True)
 
 
-def export(model, tokenizer, folder: Path) -> None:
-    """The fine-tuned model in Hugging Face layout, with its tokenizer: transformers and minibert.predict load it."""
-    model.save_pretrained(folder)
-    tokenizer.backend.save(str(folder / "tokenizer.json"))
+def export(model, tokenizer, run_folder: Path, cfg: RunConfig) -> None:
+    """model/: the fine-tuned model in Hugging Face layout with its tokenizer (transformers and minibert.predict
+    load it). LoRA runs first write adapter/ in peft's format, under the checkpoint's module names, then model/
+    from a merged copy (the trained model itself keeps its adapter)."""
+    if cfg.method == "lora":
+        lora.save_adapter(model, run_folder / "adapter", module_name_map=lambda p: hf_module_name(p, model.config),
+                          base_model_name_or_path=cfg.model, task_type="SEQ_CLS")
+        if not cfg.merge:
+            return
+        model = lora.merge_and_unload(copy.deepcopy(model))
+    model.save_pretrained(run_folder / "model")
+    tokenizer.backend.save(str(run_folder / "model" / "tokenizer.json"))
 
 
 def summary(cfg: RunConfig, report: dict) -> str:

@@ -35,12 +35,6 @@ class Run:
         return [r for r in out if r["type"] == type_ and (split is None or r.get("split") == split)]
 
 
-def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
 def weight_bytes(model: torch.nn.Module) -> int:
     """Bytes held by parameters and buffers (a 4-bit weight is a uint8 tensor of half the count: counted right)."""
     return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))

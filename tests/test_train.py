@@ -174,3 +174,19 @@ def test_predict_cli(reference_run, capsys):
     assert len(results) == len(lines) == 2
     assert all(label in ("negative", "positive") and 0.5 <= p <= 1 for label, p in results)
     assert lines[0].split()[0] == results[0][0]
+
+
+def test_lora_run_writes_adapter_and_merged_model(tmp_path, tiny_dir, imdb_dir):
+    """--method lora trains only the adapter and the head, and the run folder holds both the peft-format adapter
+    (under the checkpoint's module names) and the merged model."""
+    out = tmp_path / "lora"
+    report = train.main(args_for(tiny_dir, imdb_dir, out, "--method", "lora", "--epochs", "1", "--max-samples", "40"))
+    lora_weights = TINY.n_layers * 2 * (TINY.dim * 8 + 8 * TINY.dim)  # q and v, r=8
+    head = TINY.dim * TINY.dim + TINY.dim + TINY.dim * 2 + 2
+    assert report["trainable_params"] == lora_weights + head
+    config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert "distilbert.transformer.layer.0.attention.q_lin" in config["target_modules"]
+    assert config["modules_to_save"] == ["pre_classifier", "classifier"]
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    merged = minibert.load_classifier(out / "model")
+    assert not any("lora" in name for name in merged.state_dict())
