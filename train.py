@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 import lora
 import minibert
+import quant
 from minibert import distributed as dist
 from minibert import train_state
 from minibert.batching import Collator, LengthBucketBatchSampler
@@ -41,9 +42,11 @@ from minibert.checkpoint import hf_module_name
 from minibert.data import prepare_imdb
 from minibert.metrics import confusion_matrix, metrics_from_confusion
 from minibert.plots import plot_confusion, plot_curves
-from minibert.runfolder import Run, device_name, peak_memory_mb, weight_bytes
+from minibert.runfolder import Run, device_name, peak_memory_mb
+from quant.model import count_bytes
 
 LABELS = ["negative", "positive"]
+HEAD = ("pre_classifier", "classifier")  # minibert's classification head: trained fully, never quantized
 AUTO = "auto"
 
 
@@ -55,8 +58,9 @@ class RunConfig:
                                                       "choices": ["pretrained", "random"]})
     model: str = field(default=AUTO, metadata={"help": "model folder or name; auto: all-MiniLM-L6-v2 (pretrained) "
                                                        "or the distilbert-base-uncased preset (random)"})
-    method: str = field(default="full", metadata={"help": "what trains: every weight, only the head, or LoRA "
-                                                          "adapters + head", "choices": ["full", "head", "lora"]})
+    method: str = field(default="full", metadata={"help": "what trains: every weight, only the head, LoRA adapters "
+                                                          "+ head, or LoRA on a 4-bit NF4 base (QLoRA)",
+                                                  "choices": ["full", "head", "lora", "qlora"]})
     pooling: str = field(default="mean", metadata={"help": "sentence vector: [CLS] token or mean of real tokens",
                                                    "choices": ["cls", "mean"]})
     max_len: int = field(default=256, metadata={"help": "tokens per review, [CLS]/[SEP] included"})
@@ -83,13 +87,17 @@ class RunConfig:
     lora_targets: str = field(default="", metadata={"help": "comma-separated module names to adapt; empty: the "
                                                             "family's attention q,v (q_lin,v_lin / query,value)"})
     merge: bool = field(default=True, metadata={"help": "LoRA runs: also export the merged model to model/"})
+    double_quant: bool = field(default=False, metadata={"help": "QLoRA: quantize the absmax scales too (8-bit)"})
+    compute_dtype: str = field(default=AUTO, metadata={"help": "QLoRA: dtype the 4-bit weights are dequantized to "
+                                                               "for matmuls; auto: float32 on CPU, bfloat16 on CUDA",
+                                                       "choices": [AUTO, "float32", "bfloat16", "float16"]})
     out: str | None = field(default=None, metadata={"help": "run folder; default runs/<timestamp>"})
     resume: str | None = field(default=None, metadata={"help": "run folder to continue (its saved config is used)"})
 
 
 DEVICE_DEFAULTS = {  # measured choices, see README "Why these defaults"
-    "cpu": dict(max_samples="2000", eval_samples="1000", epochs=1, batch_size=16),
-    "cuda": dict(max_samples="all", eval_samples="all", epochs=2, batch_size=32),
+    "cpu": dict(max_samples="2000", eval_samples="1000", epochs=1, batch_size=16, compute_dtype="float32"),
+    "cuda": dict(max_samples="all", eval_samples="all", epochs=2, batch_size=32, compute_dtype="bfloat16"),
 }
 
 
@@ -142,7 +150,14 @@ def build_model(cfg: RunConfig):
     if cfg.method == "head":  # a frozen feature extractor: only the head learns
         for name, p in model.named_parameters():
             p.requires_grad_(not name.startswith("encoder."))
-    if cfg.method == "lora":  # frozen base + low-rank updates; the head (pre_classifier, classifier) trains fully
+    if cfg.method == "qlora":
+        # QLoRA (Dettmers et al. 2023): the frozen base becomes 4-bit NF4; the head is never quantized and, with
+        # LayerNorms, stays fp32; then the same LoRA as below trains on top, in fp32.
+        model.to(cfg.device)  # bitsandbytes quantizes on the device the layer lives on
+        print(quant.quantize_model(model, skip=HEAD, compute_dtype=getattr(torch, cfg.compute_dtype),
+                                   double_quant=cfg.double_quant))
+        quant.prepare_for_kbit_training(model, head=HEAD, use_gradient_checkpointing=False)
+    if cfg.method in ("lora", "qlora"):  # frozen base + low-rank updates; the head trains fully
         targets = tuple(cfg.lora_targets.split(",")) if cfg.lora_targets else None
         model = lora.inject(model, targets=targets, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
     return model, tokenizer
@@ -319,7 +334,7 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
                 train_seconds=train_seconds, test_eval_seconds=eval_seconds, steps=step,
                 median_step_seconds=sorted(step_times)[len(step_times) // 2] if step_times else None,
                 trainable_params=trainable, total_params=total, peak_memory_mb=peak_memory_mb(cfg.device),
-                weight_memory_mb=weight_bytes(model) / 2**20, n_train=len(data["train"]), n_val=len(data["val"]),
+                weight_memory_mb=count_bytes(model)[1] / 2**20, n_train=len(data["train"]), n_val=len(data["val"]),
                 n_test=len(data["test"]), processes=world, device=device_name(cfg.device))
 
 
@@ -361,12 +376,15 @@ def export(model, tokenizer, run_folder: Path, cfg: RunConfig) -> None:
     """model/: the fine-tuned model in Hugging Face layout with its tokenizer (transformers and minibert.predict
     load it). LoRA runs first write adapter/ in peft's format, under the checkpoint's module names, then model/
     from a merged copy (the trained model itself keeps its adapter)."""
-    if cfg.method == "lora":
+    if cfg.method in ("lora", "qlora"):
         lora.save_adapter(model, run_folder / "adapter", module_name_map=lambda p: hf_module_name(p, model.config),
                           base_model_name_or_path=cfg.model, task_type="SEQ_CLS")
         if not cfg.merge:
             return
-        model = lora.merge_and_unload(copy.deepcopy(model))
+        model = copy.deepcopy(model)
+        if cfg.method == "qlora":  # merging into 4-bit weights would re-quantize them: merge into a float copy
+            model = quant.dequantize_model(model)
+        model = lora.merge_and_unload(model)
     model.save_pretrained(run_folder / "model")
     tokenizer.backend.save(str(run_folder / "model" / "tokenizer.json"))
 

@@ -1,4 +1,4 @@
-"""The run folder train.py writes: metrics.jsonl, and the figures of the report (memory, parameters, machine).
+"""The run folder train.py writes: metrics.jsonl, and figures of the report (peak memory, machine).
 
 metrics.jsonl is append-only, one JSON object per line: {"type": "train", "step", "loss", "lr", ...} every few
 steps and {"type": "eval", "split": "val" | "test", "accuracy", "f1", ...} per evaluation. A resumed run first
@@ -33,11 +33,6 @@ class Run:
         lines = self.metrics_path.read_text().splitlines() if self.metrics_path.exists() else []
         out = [json.loads(line) for line in lines if line.strip()]
         return [r for r in out if r["type"] == type_ and (split is None or r.get("split") == split)]
-
-
-def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes held by parameters and buffers (a 4-bit weight is a uint8 tensor of half the count: counted right)."""
-    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
 
 
 def peak_memory_mb(device: str) -> float:
