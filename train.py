@@ -71,14 +71,17 @@ class RunConfig:
     epochs: int = field(default=0, metadata={"help": "passes over the training set; 0: 1 on CPU, 2 on CUDA"})
     batch_size: int = field(default=0, metadata={"help": "reviews per optimizer step; 0: 16 on CPU, 32 on CUDA"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches summed per optimizer step"})
-    lr: float = field(default=1e-4, metadata={"help": "peak learning rate (AdamW)"})
+    lr: float = field(default=0.0, metadata={"help": "peak learning rate (AdamW); 0: 1e-4 for full fine-tuning, "
+                                                      "1e-3 when only a head or adapters train (method defaults)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW decay, on matrices only"})
     warmup: float = field(default=0.1, metadata={"help": "share of steps with linearly rising lr"})
     clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 disables clipping"})
     bucket: bool = field(default=True, metadata={"help": "batch reviews of similar length (less padding)"})
     seed: int = field(default=0, metadata={"help": "seeds data split, init and dropout"})
     device: str = field(default=AUTO, metadata={"help": "auto: cuda if available", "choices": [AUTO, "cpu", "cuda"]})
-    eval_batch_size: int = field(default=64, metadata={"help": "reviews per evaluation batch"})
+    eval_batch_size: int = field(default=0, metadata={"help": "reviews per evaluation batch; 0: 64 on CPU, 256 on CUDA"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model (fewer, fused GPU kernels; the "
+                                                           "first steps pay tens of seconds of compilation)"})
     log_every: int = field(default=10, metadata={"help": "optimizer steps between metrics.jsonl lines"})
     save_every: int = field(default=25, metadata={"help": "optimizer steps between checkpoints"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank r"})
@@ -96,8 +99,10 @@ class RunConfig:
 
 
 DEVICE_DEFAULTS = {  # measured choices, see README "Why these defaults"
-    "cpu": dict(max_samples="2000", eval_samples="1000", epochs=1, batch_size=16, compute_dtype="float32"),
-    "cuda": dict(max_samples="all", eval_samples="all", epochs=2, batch_size=32, compute_dtype="bfloat16"),
+    "cpu": dict(max_samples="2000", eval_samples="1000", epochs=1, batch_size=16, eval_batch_size=64,
+                compute_dtype="float32"),
+    "cuda": dict(max_samples="all", eval_samples="all", epochs=2, batch_size=32, eval_batch_size=256,
+                 compute_dtype="bfloat16"),
 }
 
 
@@ -125,6 +130,9 @@ def resolve(cfg: RunConfig) -> RunConfig:
     for name, value in defaults.items():
         if getattr(cfg, name) in (AUTO, 0):
             setattr(cfg, name, value)
+    if cfg.lr == 0:
+        # Few, freshly initialised weights (a head, LoRA's B = 0) need larger steps than pretrained ones do.
+        cfg.lr = 1e-4 if cfg.method == "full" else 1e-3
     if cfg.model == AUTO:
         cfg.model = minibert.paths.OFFLINE_MINILM if cfg.init == "pretrained" else "distilbert-base-uncased"
     if cfg.out is None:
@@ -168,7 +176,8 @@ def make_optimizer(model, cfg: RunConfig) -> torch.optim.AdamW:
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in trainable if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    # fused=True: one kernel updates every tensor (CUDA); on CPU the plain loop is as fast and bitwise stable.
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=cfg.device == "cuda")
 
 
 def linear_warmup_decay(total_steps: int, warmup: float):
@@ -196,7 +205,9 @@ def autocast(device: str):
 
 
 def to_device(batch: dict, device: str) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    if device == "cuda":  # page-locked memory lets the copy run while the GPU still works on the last step
+        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+    return batch
 
 
 @torch.no_grad()
@@ -264,6 +275,8 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
             run.truncate(resume_from["metrics_lines"])
         train_state.set_rng_state(resume_from["rng"][rank])
         say(f"resumed at epoch {epoch + 1}, batch {start_batch}, step {step}")
+    if cfg.compile:
+        minibert.model.compile_model(model)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else None
 
     def checkpoint(batch_in_epoch: int, epoch_: int, rng: dict) -> None:
@@ -281,26 +294,31 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
             batches = iter(sampler)
             bar = tqdm(total=sampler.batches_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        unit="batch", disable=run is None)
-            batch_in_epoch, running = start_batch, []
+            batch_in_epoch, running, t_interval = start_batch, [], time.perf_counter()
             while group := [b for _, b in zip(range(cfg.grad_accum), batches)]:  # the micro-batches of one step
-                t0 = time.perf_counter()
                 loss = train_step(ddp or model, optimizer, schedule, group, data["train"], collate, cfg)
-                step_times.append(time.perf_counter() - t0)
-                train_seconds += step_times[-1]
                 step, batch_in_epoch = step + 1, batch_in_epoch + len(group)
-                running.append(loss)
+                running.append(loss)  # a tensor: reading it would wait for the GPU, so we read it only below
                 rng_at_step = train_state.rng_state()
-                n_reviews = sum(map(len, group)) * world
                 bar.update(len(group))
-                bar.set_postfix(loss=f"{loss:.3f}", reviews_per_s=f"{n_reviews / step_times[-1]:.1f}")
-                if step % cfg.log_every == 0:
-                    mean_loss = dist.sum_across_ranks(torch.tensor(sum(running) / len(running))).item() / world
-                    if run:
-                        run.log(type="train", step=step, epoch=epoch, loss=mean_loss, lr=schedule.get_last_lr()[0],
-                                reviews_per_s=n_reviews / step_times[-1])
-                    running = []
+                last_of_epoch = batch_in_epoch == sampler.batches_per_epoch
+                if step % cfg.log_every and step % cfg.save_every and not last_of_epoch:
+                    continue
+                # Every few steps: wait for the device, check the loss, time the interval, log, maybe save.
+                mean_loss = dist.sum_across_ranks(torch.stack(running).mean().float().cpu()).item() / world
+                if not math.isfinite(mean_loss):
+                    raise Diverged(f"loss became {mean_loss} by step {step}")
+                seconds = time.perf_counter() - t_interval
+                train_seconds += seconds
+                step_times += [seconds / len(running)] * len(running)
+                reviews_per_s = len(running) * cfg.batch_size / seconds
+                bar.set_postfix(loss=f"{mean_loss:.3f}", reviews_per_s=f"{reviews_per_s:.1f}")
+                if run and (step % cfg.log_every == 0 or last_of_epoch):
+                    run.log(type="train", step=step, epoch=epoch, loss=mean_loss, lr=schedule.get_last_lr()[0],
+                            reviews_per_s=reviews_per_s)
                 if step % cfg.save_every == 0:
                     checkpoint(batch_in_epoch, epoch, rng_at_step)
+                running, t_interval = [], time.perf_counter()
             bar.close()
             val = evaluate(model, data["val"], collate, cfg, "validating")
             if run:
@@ -333,13 +351,18 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
                 test_f1=test["f1"], test_loss=test["loss"], test_confusion=test["confusion"],
                 train_seconds=train_seconds, test_eval_seconds=eval_seconds, steps=step,
                 median_step_seconds=sorted(step_times)[len(step_times) // 2] if step_times else None,
+                train_reviews_per_s=len(data["train"]) * cfg.epochs / train_seconds if train_seconds else None,
                 trainable_params=trainable, total_params=total, peak_memory_mb=peak_memory_mb(cfg.device),
                 weight_memory_mb=count_bytes(model)[1] / 2**20, n_train=len(data["train"]), n_val=len(data["val"]),
                 n_test=len(data["test"]), processes=world, device=device_name(cfg.device))
 
 
-def train_step(model, optimizer, schedule, group, dataset, collate, cfg: RunConfig) -> float:
-    """One optimizer step over `group` micro-batches: forward -> loss -> backward (xN) -> clip -> step -> zero."""
+def train_step(model, optimizer, schedule, group, dataset, collate, cfg: RunConfig) -> torch.Tensor:
+    """One optimizer step over `group` micro-batches: forward -> loss -> backward (xN) -> clip -> step -> zero.
+
+    Returns the step's loss as a tensor, without reading it: on a GPU, `.item()` would wait for every queued
+    kernel, and a small model spends more time launching kernels than running them.
+    """
     n_reviews = sum(map(len, group))
     total = 0.0
     for i, indices in enumerate(group):
@@ -347,19 +370,21 @@ def train_step(model, optimizer, schedule, group, dataset, collate, cfg: RunConf
         # Under DDP, gradients are averaged across ranks during backward; only the last micro-batch needs that.
         sync = contextlib.nullcontext() if i == len(group) - 1 or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
+            # BEGIN ASSIGNMENT training_step: forward under autocast; loss = sum of cross-entropy / n_reviews; backward
             with autocast(cfg.device):
                 logits = model(batch["input_ids"], batch["attention_mask"])  # (B, C)
             # Sum, then divide by the step's review count: accumulated micro-batches weigh as one big batch.
             loss = F.cross_entropy(logits.float(), batch["labels"], reduction="sum") / n_reviews
-            if not torch.isfinite(loss):
-                raise Diverged(f"loss became {loss.item()} at this step")
             loss.backward()
-        total += loss.item()
+            # END ASSIGNMENT
+        total = total + loss.detach()
+    # BEGIN ASSIGNMENT training_step: clip grad norm to cfg.clip if > 0, then optimizer.step, schedule.step, zero_grad
     if cfg.clip > 0:
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.clip)
     optimizer.step()
     schedule.step()
     optimizer.zero_grad(set_to_none=True)
+    # END ASSIGNMENT
     return total
 
 
