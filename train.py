@@ -23,27 +23,32 @@ import contextlib
 import copy
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from tqdm import tqdm
+# Idle OpenMP threads otherwise spin, holding the core their partner needs: on a busy 2-core machine a training
+# step took 3.2-4.4 s with spinning and 0.9-1.2 s without (bench.py). Must be set before torch starts OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import lora
-import minibert
-import quant
-from minibert import distributed as dist
-from minibert import train_state
-from minibert.batching import Collator, LengthBucketBatchSampler
-from minibert.checkpoint import hf_module_name
-from minibert.data import prepare_imdb
-from minibert.metrics import confusion_matrix, metrics_from_confusion
-from minibert.plots import plot_confusion, plot_curves
-from minibert.runfolder import Run, device_name, peak_memory_mb
-from quant.model import count_bytes
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import lora  # noqa: E402
+import minibert  # noqa: E402
+import quant  # noqa: E402
+from minibert import distributed as dist  # noqa: E402
+from minibert import train_state  # noqa: E402
+from minibert.batching import Collator, LengthBucketBatchSampler  # noqa: E402
+from minibert.checkpoint import hf_module_name  # noqa: E402
+from minibert.data import prepare_imdb  # noqa: E402
+from minibert.metrics import confusion_matrix, metrics_from_confusion  # noqa: E402
+from minibert.plots import plot_confusion, plot_curves  # noqa: E402
+from minibert.runfolder import Run, device_name, peak_memory_mb  # noqa: E402
+from quant.model import count_bytes  # noqa: E402
 
 LABELS = ["negative", "positive"]
 HEAD = ("pre_classifier", "classifier")  # minibert's classification head: trained fully, never quantized
@@ -61,7 +66,7 @@ class RunConfig:
     method: str = field(default="full", metadata={"help": "what trains: every weight, only the head, LoRA adapters "
                                                           "+ head, or LoRA on a 4-bit NF4 base (QLoRA)",
                                                   "choices": ["full", "head", "lora", "qlora"]})
-    pooling: str = field(default="mean", metadata={"help": "sentence vector: [CLS] token or mean of real tokens",
+    pooling: str = field(default="cls", metadata={"help": "sentence vector: [CLS] token or mean of real tokens",
                                                    "choices": ["cls", "mean"]})
     max_len: int = field(default=256, metadata={"help": "tokens per review, [CLS]/[SEP] included"})
     max_samples: str = field(default=AUTO, metadata={"help": "train+val reviews; auto: 2000 on CPU, all on CUDA"})
@@ -83,7 +88,8 @@ class RunConfig:
     compile: bool = field(default=False, metadata={"help": "torch.compile the model (fewer, fused GPU kernels; the "
                                                            "first steps pay tens of seconds of compilation)"})
     log_every: int = field(default=10, metadata={"help": "optimizer steps between metrics.jsonl lines"})
-    save_every: int = field(default=25, metadata={"help": "optimizer steps between checkpoints"})
+    save_every: int = field(default=0, metadata={"help": "optimizer steps between checkpoints; 0: 25 on CPU (~1-2 min), "
+                                                          "500 on CUDA (a checkpoint costs ~25 GPU steps of MiniLM)"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank r"})
     lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scale numerator: updates are (alpha / r) B A"})
     lora_dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA branch's input"})
@@ -100,9 +106,9 @@ class RunConfig:
 
 DEVICE_DEFAULTS = {  # measured choices, see README "Why these defaults"
     "cpu": dict(max_samples="2000", eval_samples="1000", epochs=1, batch_size=16, eval_batch_size=64,
-                compute_dtype="float32"),
+                save_every=25, compute_dtype="float32"),
     "cuda": dict(max_samples="all", eval_samples="all", epochs=2, batch_size=32, eval_batch_size=256,
-                 compute_dtype="bfloat16"),
+                 save_every=500, compute_dtype="bfloat16"),
 }
 
 
@@ -205,6 +211,10 @@ def autocast(device: str):
 
 
 def to_device(batch: dict, device: str) -> dict:
+    """Move a collated batch to the device. A mask without padding is dropped (checked here, on the CPU, so the
+    GPU is never waited for): it would add 0 to every score, and without it SDPA may use its flash kernel."""
+    if bool(batch["attention_mask"].all()):
+        batch = {k: v for k, v in batch.items() if k != "attention_mask"}
     if device == "cuda":  # page-locked memory lets the copy run while the GPU still works on the last step
         return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
     return batch
@@ -225,7 +235,7 @@ def evaluate(model, split, collate, cfg: RunConfig, desc: str) -> dict:
     for positions in tqdm(sampler, desc=desc, leave=False, unit="batch", disable=not dist.is_main()):
         batch = to_device(collate([split[shard[i]] for i in positions]), cfg.device)
         with autocast(cfg.device):
-            logits = model(batch["input_ids"], batch["attention_mask"]).float()  # (B, C)
+            logits = model(batch["input_ids"], batch.get("attention_mask")).float()  # (B, C)
         loss_sum += F.cross_entropy(logits, batch["labels"], reduction="sum").item()
         confusion += confusion_matrix(batch["labels"].cpu(), logits.argmax(dim=-1).cpu(), 2)
     model.train()
@@ -372,7 +382,7 @@ def train_step(model, optimizer, schedule, group, dataset, collate, cfg: RunConf
         with sync:
             # BEGIN ASSIGNMENT training_step: forward under autocast; loss = sum of cross-entropy / n_reviews; backward
             with autocast(cfg.device):
-                logits = model(batch["input_ids"], batch["attention_mask"])  # (B, C)
+                logits = model(batch["input_ids"], batch.get("attention_mask"))  # (B, C)
             # Sum, then divide by the step's review count: accumulated micro-batches weigh as one big batch.
             loss = F.cross_entropy(logits.float(), batch["labels"], reduction="sum") / n_reviews
             loss.backward()

@@ -12,11 +12,19 @@ So `Config.family` picks the activation, and checkpoint.py maps `bert.pooler.den
 
 Pooling: both heads read the first token, [CLS] (`pooling="cls"`, the parity path). all-MiniLM-L6-v2 was trained
 as a sentence embedder with mean pooling over real tokens, so `pooling="mean"` may suit it better.
+
+Speed options, all opt-in, beside the readable path rather than instead of it (measured in bench.py, parity with
+the default path in tests/test_fast_paths.py):
+- `set_fast_paths(model, fused_qkv=..., skip_full_mask=...)`: one Q/K/V matmul (attention.py), and no mask at
+  all for a batch without padding, which lets SDPA pick its flash kernel on CUDA (a mask rules it out).
+- `compile_model(model)`: torch.compile, in place, so parameter names and checkpoints stay as they are.
+They are runtime switches, not architecture: they are not saved in config.json.
 """
 
 import torch
 from torch import nn
 
+from .attention import MultiHeadSelfAttention
 from .block import Block
 from .config import Config
 from .embeddings import Embeddings
@@ -32,10 +40,14 @@ class Encoder(nn.Module):
         self.config = config
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.skip_full_mask = False  # opt-in fast path, see set_fast_paths
         init_weights(self, config)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         check_inputs(input_ids, attention_mask)
+        if self.skip_full_mask and attention_mask is not None and bool(attention_mask.all()):
+            # No padding anywhere: the bias would add 0 to every score. `.all()` waits for the GPU once per batch.
+            attention_mask = None
         x = self.embeddings(input_ids)  # (B, T, D)
         for layer in self.layers:
             x = layer(x, attention_mask)  # (B, T, D)
@@ -57,23 +69,56 @@ class Classifier(nn.Module):
         init_weights(self.classifier, config)
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        # BEGIN ASSIGNMENT head: cls: the vector at position 0; mean: average over real tokens (all T if no mask)
         if self.config.pooling == "cls":
             return hidden[:, 0]  # (B, D): the [CLS] vector
         if attention_mask is None:
             return hidden.mean(dim=1)  # (B, D)
         mask = attention_mask[:, :, None].to(hidden.dtype)  # (B, T, 1)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)  # (B, D): mean of real tokens
+        # END ASSIGNMENT
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.encoder(input_ids, attention_mask)  # (B, T, D)
+        # BEGIN ASSIGNMENT head: logits = classifier(dropout(activation(pre_classifier(pool(hidden, mask)))))
         pooled = self.activation(self.pre_classifier(self.pool(hidden, attention_mask)))  # (B, D)
         return self.classifier(self.dropout(pooled))  # logits (B, C)
+        # END ASSIGNMENT
 
     def save_pretrained(self, folder) -> None:
         """Write config.json + model.safetensors in Hugging Face layout (see checkpoint.py)."""
         from .checkpoint import save_pretrained
 
         save_pretrained(self, folder)
+
+
+def set_fast_paths(model: nn.Module, fused_qkv: bool = False, skip_full_mask: bool = False) -> nn.Module:
+    """Switch the opt-in fast paths of every encoder inside `model` (an Encoder, a Classifier, or any module holding
+    them, e.g. after lora.inject); returns `model`. Both default to off: the readable path."""
+    found = False
+    for m in model.modules():
+        if isinstance(m, Encoder):
+            m.skip_full_mask = skip_full_mask
+            found = True
+        elif isinstance(m, MultiHeadSelfAttention):
+            m.fused_qkv = fused_qkv
+    if not found:
+        raise ValueError(f"set_fast_paths: no minibert Encoder inside {type(model).__name__}")
+    return model
+
+
+def compile_model(model: nn.Module, dynamic: bool = True, **options) -> nn.Module:
+    """torch.compile `model` in place (nn.Module.compile) and return it.
+
+    In place, unlike `torch.compile(model)`, which wraps the model and prefixes every state_dict key with
+    `_orig_mod.`: checkpoints and LoRA names stay as they are. `dynamic=True` compiles once for any sequence
+    length: with dynamic padding every batch has its own T, and a static graph would recompile for each.
+    The first batches are slow (compilation: tens of seconds); `options` go to torch.compile (e.g. mode=...).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"compile_model needs an nn.Module, got {type(model).__name__}")
+    model.compile(dynamic=dynamic, **options)
+    return model
 
 
 def check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
