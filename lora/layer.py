@@ -94,16 +94,20 @@ class LoRALinear(nn.Module):
         return self.base_layer.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # BEGIN ASSIGNMENT lora: base(x) + scaling * B(A(dropout(x))) in A's dtype, cast to base's; base(x) if merged
         result = self.base_layer(x)  # (..., out)
         if self.merged:  # the update already lives in W
             return result
         x = self.dropout(x).to(self.lora_A.weight.dtype)
         update = self.lora_B(self.lora_A(x)) * self.scaling  # (..., in) -> (..., r) -> (..., out)
         return (result + update).to(result.dtype)
+        # END ASSIGNMENT
 
     def delta_weight(self) -> torch.Tensor:
         """The update `scaling * B A` as an (out, in) float32 matrix (float32 so bf16 A/B do not lose bits)."""
+        # BEGIN ASSIGNMENT lora: scaling * B @ A as an (out, in) float32 matrix
         return (self.lora_B.weight.float() @ self.lora_A.weight.float()) * self.scaling  # (out, r) @ (r, in)
+        # END ASSIGNMENT
 
     def check_mergeable(self) -> None:
         """Raise (changing nothing) unless the base weight is a floating-point matrix of a plain nn.Linear."""
@@ -120,8 +124,10 @@ class LoRALinear(nn.Module):
         if self.merged:
             raise RuntimeError("this LoRA layer is already merged; unmerge() it first")
         self.check_mergeable()
+        # BEGIN ASSIGNMENT lora: W <- W + delta_weight(), in place, in W's dtype
         weight = self.base_layer.weight
         weight += self.delta_weight().to(weight.dtype)
+        # END ASSIGNMENT
         self.merged = True
 
     @torch.no_grad()
@@ -129,8 +135,10 @@ class LoRALinear(nn.Module):
         """W <- W - scaling * B A: the exact inverse of merge(), up to float rounding."""
         if not self.merged:
             raise RuntimeError("this LoRA layer is not merged; there is nothing to unmerge")
+        # BEGIN ASSIGNMENT lora: W <- W - delta_weight(), in place
         weight = self.base_layer.weight
         weight -= self.delta_weight().to(weight.dtype)
+        # END ASSIGNMENT
         self.merged = False
 
     def extra_repr(self) -> str:

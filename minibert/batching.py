@@ -32,6 +32,7 @@ class Collator:
     def __call__(self, examples: list[dict]) -> dict:
         if not examples:
             raise ValueError("cannot collate an empty batch")
+        # BEGIN ASSIGNMENT collate: pad input_ids on the right to the longest (pad_id); attention_mask 1 = real, 0 = pad
         ids = [torch.as_tensor(e["input_ids"], dtype=torch.long) for e in examples]
         T = max(len(x) for x in ids)
         input_ids = torch.full((len(ids), T), self.pad_id, dtype=torch.long)  # (B, T)
@@ -41,6 +42,7 @@ class Collator:
             attention_mask[row, :len(x)] = 1
         labels = torch.tensor([int(e["labels"]) for e in examples], dtype=torch.long)  # (B,)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        # END ASSIGNMENT
 
 
 class LengthBucketBatchSampler(torch.utils.data.Sampler):

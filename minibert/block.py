@@ -35,8 +35,10 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # BEGIN ASSIGNMENT block: dropout(lin2(activation(lin1(x)))): the same MLP on every token
         h = self.activation(self.lin1(x))  # (B, T, F)
         return self.dropout(self.lin2(h))  # (B, T, D)
+        # END ASSIGNMENT
 
 
 class Block(nn.Module):
@@ -51,6 +53,8 @@ class Block(nn.Module):
         self.output_layer_norm = nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # BEGIN ASSIGNMENT block: post-LN: h = LN1(x + dropout(attention(x, mask))), out = LN2(h + ffn(h))
         residual = x  # (B, T, D)
         h = self.sa_layer_norm(residual + self.dropout(self.attention(x, attention_mask)))  # (B, T, D)
         return self.output_layer_norm(h + self.ffn(h))  # (B, T, D)
+        # END ASSIGNMENT

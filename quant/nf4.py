@@ -46,6 +46,7 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 def levels_from_normal_quantiles(offset: float = NF4_OFFSET) -> torch.Tensor:
     """The QLoRA construction of the 16 NF4 levels, in float64 (compare with NF4_LEVELS)."""
+    # BEGIN ASSIGNMENT nf4: 8 N(0,1) quantiles above 0 (p: offset -> 0.5), 7 below, and 0; divided by the largest
     def normal_quantile(p: torch.Tensor) -> torch.Tensor:  # Phi^-1(p) = sqrt(2) * erfinv(2p - 1)
         return 2**0.5 * torch.special.erfinv(2 * p - 1)
 
@@ -53,6 +54,7 @@ def levels_from_normal_quantiles(offset: float = NF4_OFFSET) -> torch.Tensor:
     lower = -normal_quantile(torch.linspace(offset, 0.5, 8, dtype=torch.float64)[:-1])  # 7 levels < 0
     levels = torch.cat([lower, torch.zeros(1, dtype=torch.float64), upper]).sort().values
     return levels / levels.max()
+    # END ASSIGNMENT
 
 
 @dataclass
@@ -81,16 +83,20 @@ def check_blocksize(blocksize: int) -> None:
 
 def pack(codes: torch.Tensor) -> torch.Tensor:
     """(n,) codes 0..15 -> (ceil(n / 2),) uint8, first code of each pair in the high nibble."""
+    # BEGIN ASSIGNMENT nf4: two codes per uint8, the first in the high nibble; an odd length ends with ZERO_CODE
     codes = codes.to(torch.uint8)
     if codes.numel() % 2:
         codes = torch.cat([codes, codes.new_full((1,), ZERO_CODE)])
     return (codes[0::2] << 4) | codes[1::2]
+    # END ASSIGNMENT
 
 
 def unpack(packed: torch.Tensor, n: int) -> torch.Tensor:
     """(ceil(n / 2),) uint8 -> (n,) int64 codes; drops the padding code of an odd length."""
+    # BEGIN ASSIGNMENT nf4: each byte -> its high nibble, then its low one; the first n codes, as int64
     high, low = packed >> 4, packed & 0x0F
     return torch.stack([high, low], dim=1).reshape(-1)[:n].long()  # (n_bytes, 2) -> (2 * n_bytes,)
+    # END ASSIGNMENT
 
 
 def quantize_nf4(w: torch.Tensor, blocksize: int = 64, double_quant: bool = False) -> tuple[torch.Tensor, NF4State]:
@@ -108,8 +114,10 @@ def quantize_nf4(w: torch.Tensor, blocksize: int = 64, double_quant: bool = Fals
         raise ValueError("quantize_nf4 got an empty tensor")
     check_blocksize(blocksize)
 
+    # BEGIN ASSIGNMENT nf4: scale each block by its absmax (absmax_scale), then the nearest level's code (nearest_code)
     scaled, absmax = absmax_scale(w, blocksize)  # (n,), (n_blocks,)
     codes = nearest_code(scaled, NF4_LEVELS)  # (n,) 0..15
+    # END ASSIGNMENT
     state = NF4State(absmax=absmax, shape=w.shape, dtype=w.dtype, blocksize=blocksize)
     if double_quant:
         state.absmax, state.nested = compress_absmax(absmax)
@@ -128,5 +136,7 @@ def dequantize_nf4(packed: torch.Tensor, state: NF4State) -> torch.Tensor:
     if state.absmax.numel() != n_blocks(n, state.blocksize):
         raise ValueError(f"state has {state.absmax.numel()} absmax values, expected {n_blocks(n, state.blocksize)} "
                          f"for {n} values in blocks of {state.blocksize}")
+    # BEGIN ASSIGNMENT nf4: level of each code times its block's absmax (scale_back), in state.dtype and state.shape
     values = NF4_LEVELS.to(packed.device)[unpack(packed.reshape(-1), n)]  # (n,) float32 in [-1, 1]
     return scale_back(values, state.block_absmax(), state.blocksize).to(state.dtype).view(state.shape)
+    # END ASSIGNMENT
