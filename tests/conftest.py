@@ -7,8 +7,11 @@ next to the repository, as in CI); it is never copied into the project.
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# Idle OpenMP threads must not spin on a busy 2-core machine (see train.py): set before torch starts OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
