@@ -71,7 +71,7 @@ class RunConfig:
     max_len: int = field(default=256, metadata={"help": "tokens per review, [CLS]/[SEP] included"})
     max_samples: str = field(default=AUTO, metadata={"help": "train+val reviews; auto: 2000 on CPU, all on CUDA"})
     val_fraction: float = field(default=0.2, metadata={"help": "share of max_samples held out for validation"})
-    eval_samples: str = field(default=AUTO, metadata={"help": "test reviews; auto: 1000 on CPU, all on CUDA"})
+    eval_samples: str = field(default=AUTO, metadata={"help": "test reviews; auto: 2000 on CPU, all on CUDA"})
     special_tokens: bool = field(default=True, metadata={"help": "add [CLS]/[SEP] (--no-special-tokens: the notebook's way)"})
     epochs: int = field(default=0, metadata={"help": "passes over the training set; 0: 1 on CPU, 2 on CUDA"})
     batch_size: int = field(default=0, metadata={"help": "reviews per optimizer step; 0: 16 on CPU, 32 on CUDA"})
@@ -105,7 +105,7 @@ class RunConfig:
 
 
 DEVICE_DEFAULTS = {  # measured choices, see README "Why these defaults"
-    "cpu": dict(max_samples="2000", eval_samples="1000", epochs=1, batch_size=16, eval_batch_size=64,
+    "cpu": dict(max_samples="2000", eval_samples="2000", epochs=1, batch_size=16, eval_batch_size=64,
                 save_every=25, compute_dtype="float32"),
     "cuda": dict(max_samples="all", eval_samples="all", epochs=2, batch_size=32, eval_batch_size=256,
                  save_every=500, compute_dtype="bfloat16"),
