@@ -38,10 +38,17 @@ def args_for(tiny_dir, imdb_dir, out, *extra) -> list[str]:
             "--lr", "1e-3", "--save-every", "3", "--log-every", "1", "--device", "cpu", "--out", str(out), *extra]
 
 
+def restore_ctrl_c() -> None:
+    """A job started in the background of a non-interactive shell (as CI may run us) inherits SIGINT ignored, and
+    Python then never raises KeyboardInterrupt. The child gets the default back, as in a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_train(args, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=restore_ctrl_c, **kwargs)
 
 
 def wait_for_step(run_dir: Path, proc: subprocess.Popen, step: int) -> None:
