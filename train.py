@@ -14,11 +14,10 @@ What is unusual here, on purpose:
   with short CPU batches its worker processes buy nothing.
 - Several processes: `torchrun --nproc_per_node=N train.py ...` runs DistributedDataParallel (gloo on CPU, nccl on
   CUDA). --batch-size stays the reviews per optimizer step, split across ranks; rank 0 alone writes the run folder.
-- Defaults depend on the device (DEVICE_DEFAULTS below): a 2-core CPU gets a recipe measured to fit 10 minutes,
-  a GPU gets the full train set. Every flag overrides them.
+- Defaults depend on the device (train_config.py, with every flag): a 2-core CPU gets a recipe measured to fit
+  10 minutes, a GPU gets the full train set. Every flag overrides them.
 """
 
-import argparse
 import contextlib
 import copy
 import json
@@ -26,7 +25,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
 # Idle OpenMP threads otherwise spin, holding the core their partner needs: on a busy 2-core machine a training
@@ -49,103 +48,10 @@ from minibert.metrics import confusion_matrix, metrics_from_confusion  # noqa: E
 from minibert.plots import plot_confusion, plot_curves  # noqa: E402
 from minibert.runfolder import Run, device_name, peak_memory_mb  # noqa: E402
 from quant.model import count_bytes  # noqa: E402
+from train_config import RunConfig, parse_args, resolve  # noqa: E402
 
 LABELS = ["negative", "positive"]
 HEAD = ("pre_classifier", "classifier")  # minibert's classification head: trained fully, never quantized
-AUTO = "auto"
-
-
-@dataclass
-class RunConfig:
-    data: str | None = field(default=None, metadata={"help": "IMDB folder (train/test parquet or csv, or aclImdb/); "
-                                                             "omit to download scikit-learn/imdb from the hub"})
-    init: str = field(default="pretrained", metadata={"help": "pretrained weights, or random init (from scratch)",
-                                                      "choices": ["pretrained", "random"]})
-    model: str = field(default=AUTO, metadata={"help": "model folder or name; auto: all-MiniLM-L6-v2 (pretrained) "
-                                                       "or the distilbert-base-uncased preset (random)"})
-    method: str = field(default="full", metadata={"help": "what trains: every weight, only the head, LoRA adapters "
-                                                          "+ head, or LoRA on a 4-bit NF4 base (QLoRA)",
-                                                  "choices": ["full", "head", "lora", "qlora"]})
-    pooling: str = field(default="cls", metadata={"help": "sentence vector: [CLS] token or mean of real tokens",
-                                                   "choices": ["cls", "mean"]})
-    max_len: int = field(default=256, metadata={"help": "tokens per review, [CLS]/[SEP] included"})
-    max_samples: str = field(default=AUTO, metadata={"help": "train+val reviews; auto: 2000 on CPU, all on CUDA"})
-    val_fraction: float = field(default=0.2, metadata={"help": "share of max_samples held out for validation"})
-    eval_samples: str = field(default=AUTO, metadata={"help": "test reviews; auto: 2000 on CPU, all on CUDA"})
-    special_tokens: bool = field(default=True, metadata={"help": "add [CLS]/[SEP] (--no-special-tokens: the notebook's way)"})
-    epochs: int = field(default=0, metadata={"help": "passes over the training set; 0: 1 on CPU, 2 on CUDA"})
-    batch_size: int = field(default=0, metadata={"help": "reviews per optimizer step; 0: 16 on CPU, 32 on CUDA"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches summed per optimizer step"})
-    lr: float = field(default=0.0, metadata={"help": "peak learning rate (AdamW); 0: 1e-4 for full fine-tuning, "
-                                                      "1e-3 when only a head or adapters train (method defaults)"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW decay, on matrices only"})
-    warmup: float = field(default=0.1, metadata={"help": "share of steps with linearly rising lr"})
-    clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 disables clipping"})
-    bucket: bool = field(default=True, metadata={"help": "batch reviews of similar length (less padding)"})
-    seed: int = field(default=0, metadata={"help": "seeds data split, init and dropout"})
-    device: str = field(default=AUTO, metadata={"help": "auto: cuda if available", "choices": [AUTO, "cpu", "cuda"]})
-    eval_batch_size: int = field(default=0, metadata={"help": "reviews per evaluation batch; 0: 64 on CPU, 256 on CUDA"})
-    compile: bool = field(default=False, metadata={"help": "torch.compile the model (fewer, fused GPU kernels; the "
-                                                           "first steps pay tens of seconds of compilation)"})
-    log_every: int = field(default=10, metadata={"help": "optimizer steps between metrics.jsonl lines"})
-    save_every: int = field(default=0, metadata={"help": "optimizer steps between checkpoints; 0: 25 on CPU (~1-2 min), "
-                                                          "500 on CUDA (a checkpoint costs ~25 GPU steps of MiniLM)"})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank r"})
-    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scale numerator: updates are (alpha / r) B A"})
-    lora_dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA branch's input"})
-    lora_targets: str = field(default="", metadata={"help": "comma-separated module names to adapt; empty: the "
-                                                            "family's attention q,v (q_lin,v_lin / query,value)"})
-    merge: bool = field(default=True, metadata={"help": "LoRA runs: also export the merged model to model/"})
-    double_quant: bool = field(default=False, metadata={"help": "QLoRA: quantize the absmax scales too (8-bit)"})
-    compute_dtype: str = field(default=AUTO, metadata={"help": "QLoRA: dtype the 4-bit weights are dequantized to "
-                                                               "for matmuls; auto: float32 on CPU, bfloat16 on CUDA",
-                                                       "choices": [AUTO, "float32", "bfloat16", "float16"]})
-    out: str | None = field(default=None, metadata={"help": "run folder; default runs/<timestamp>"})
-    resume: str | None = field(default=None, metadata={"help": "run folder to continue (its saved config is used)"})
-
-
-DEVICE_DEFAULTS = {  # measured choices, see README "Why these defaults"
-    "cpu": dict(max_samples="2000", eval_samples="2000", epochs=1, batch_size=16, eval_batch_size=64,
-                save_every=25, compute_dtype="float32"),
-    "cuda": dict(max_samples="all", eval_samples="all", epochs=2, batch_size=32, eval_batch_size=256,
-                 save_every=500, compute_dtype="bfloat16"),
-}
-
-
-def parse_args(argv) -> RunConfig:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in fields(RunConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type is bool:
-            parser.add_argument(flag, default=f.default, action=argparse.BooleanOptionalAction, help=f.metadata["help"])
-        else:
-            kind = {int: int, float: float}.get(f.type, str)
-            parser.add_argument(flag, type=kind, default=f.default, choices=f.metadata.get("choices"),
-                                help=f.metadata["help"])
-    return RunConfig(**vars(parser.parse_args(argv)))
-
-
-def resolve(cfg: RunConfig) -> RunConfig:
-    """Fill in the device-dependent defaults, once, so the saved run config says what really ran."""
-    if cfg.device == AUTO:
-        cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda, but torch sees no CUDA device")
-    defaults = DEVICE_DEFAULTS[cfg.device]
-    for name, value in defaults.items():
-        if getattr(cfg, name) in (AUTO, 0):
-            setattr(cfg, name, value)
-    if cfg.lr == 0:
-        # Few, freshly initialised weights (a head, LoRA's B = 0) need larger steps than pretrained ones do.
-        cfg.lr = 1e-4 if cfg.method == "full" else 1e-3
-    if cfg.model == AUTO:
-        cfg.model = minibert.paths.OFFLINE_MINILM if cfg.init == "pretrained" else "distilbert-base-uncased"
-    if cfg.out is None:
-        cfg.out = f"runs/{time.strftime('%Y%m%d-%H%M%S')}"
-    return cfg
-
-
 # ------------------------------------------------------------------------------------------------------------
 # Model, optimizer, schedule
 # ------------------------------------------------------------------------------------------------------------
