@@ -195,8 +195,8 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
         minibert.model.compile_model(model)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else None
 
-    def checkpoint(batch_in_epoch: int, epoch_: int, rng: dict) -> None:
-        rngs = dist.gather(rng)  # every rank's generator, so each resumes its own dropout stream
+    def checkpoint(batch_in_epoch: int, epoch_: int, rngs: list[dict]) -> None:
+        """`rngs`: every rank's generator state, so each rank resumes its own dropout stream."""
         if run:
             train_state.save(run.folder, model=train_state.trainable_state(model), optimizer=optimizer.state_dict(),
                              schedule=schedule.state_dict(), rng=rngs, step=step, epoch=epoch_,
@@ -233,7 +233,7 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
                     run.log(type="train", step=step, epoch=epoch, loss=mean_loss, lr=schedule.get_last_lr()[0],
                             reviews_per_s=reviews_per_s)
                 if step % cfg.save_every == 0:
-                    checkpoint(batch_in_epoch, epoch, rng_at_step)
+                    checkpoint(batch_in_epoch, epoch, dist.gather(rng_at_step))
                 running, t_interval = [], time.perf_counter()
             bar.close()
             val = evaluate(model, data["val"], collate, cfg, "validating")
@@ -243,12 +243,10 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
                 f"F1 {100 * val['f1']:.2f}%")
             epoch, start_batch = epoch + 1, 0
             rng_at_step = train_state.rng_state()
-            checkpoint(0, epoch, rng_at_step)
+            checkpoint(0, epoch, dist.gather(rng_at_step))
     except KeyboardInterrupt:
-        if run:  # rank 0 saves alone: the other ranks may already be gone
-            train_state.save(run.folder, model=train_state.trainable_state(model), optimizer=optimizer.state_dict(),
-                             schedule=schedule.state_dict(), rng=[rng_at_step] * world, step=step, epoch=epoch,
-                             batch=batch_in_epoch, train_seconds=train_seconds, metrics_lines=run.n_lines())
+        # No gather here: the other ranks may already be gone. Each rank resumes from rank 0's generator.
+        checkpoint(batch_in_epoch, epoch, [rng_at_step] * world)
         say(f"\ninterrupted: saved step {step}; continue with  python train.py --resume {cfg.out}")
         raise SystemExit(130)
     except Diverged as err:
@@ -269,8 +267,8 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
                 median_step_seconds=sorted(step_times)[len(step_times) // 2] if step_times else None,
                 train_reviews_per_s=len(data["train"]) * cfg.epochs / train_seconds if train_seconds else None,
                 trainable_params=trainable, total_params=total, peak_memory_mb=peak_memory_mb(cfg.device),
-                weight_memory_mb=count_bytes(model)[1] / 2**20, n_train=len(data["train"]), n_val=len(data["val"]),
-                n_test=len(data["test"]), processes=world, device=device_name(cfg.device))
+                weight_memory_mb=count_bytes(model)[1] / 2**20, n_train=len(data["train"]),
+                n_val=len(data["val"]), n_test=len(data["test"]), processes=world, device=device_name(cfg.device))
 
 
 def train_step(model, optimizer, schedule, group, dataset, collate, cfg: RunConfig) -> torch.Tensor:
@@ -332,7 +330,8 @@ def export(model, tokenizer, run_folder: Path, cfg: RunConfig) -> None:
 
 def summary(cfg: RunConfig, report: dict) -> str:
     rows = [("model", f"{cfg.model} ({cfg.init}, {cfg.method}, pooling={cfg.pooling})"),
-            ("data", f"{report['n_train']} train / {report['n_val']} val / {report['n_test']} test, max_len {cfg.max_len}"),
+            ("data", f"{report['n_train']} train / {report['n_val']} val / {report['n_test']} test, "
+                     f"max_len {cfg.max_len}"),
             ("validation", f"accuracy {100 * report['val_accuracy']:.2f}%  F1 {100 * report['val_f1']:.2f}%"),
             ("test", f"accuracy {100 * report['test_accuracy']:.2f}%  F1 {100 * report['test_f1']:.2f}%"),
             ("time", f"train {report['train_seconds']:.0f} s ({report['steps']} steps), test eval "

@@ -35,7 +35,8 @@ class RunConfig:
     max_samples: str = field(default=AUTO, metadata={"help": "train+val reviews; auto: 2000 on CPU, all on CUDA"})
     val_fraction: float = field(default=0.2, metadata={"help": "share of max_samples held out for validation"})
     eval_samples: str = field(default=AUTO, metadata={"help": "test reviews; auto: 2000 on CPU, all on CUDA"})
-    special_tokens: bool = field(default=True, metadata={"help": "add [CLS]/[SEP] (--no-special-tokens: the notebook's way)"})
+    special_tokens: bool = field(default=True, metadata={"help": "add [CLS]/[SEP] (--no-special-tokens: the "
+                                                                 "notebook's way)"})
     epochs: int = field(default=0, metadata={"help": "passes over the training set; 0: 1 on CPU, 2 on CUDA"})
     batch_size: int = field(default=0, metadata={"help": "reviews per optimizer step; 0: 16 on CPU, 32 on CUDA"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches summed per optimizer step"})
@@ -47,12 +48,14 @@ class RunConfig:
     bucket: bool = field(default=True, metadata={"help": "batch reviews of similar length (less padding)"})
     seed: int = field(default=0, metadata={"help": "seeds data split, init and dropout"})
     device: str = field(default=AUTO, metadata={"help": "auto: cuda if available", "choices": [AUTO, "cpu", "cuda"]})
-    eval_batch_size: int = field(default=0, metadata={"help": "reviews per evaluation batch; 0: 64 on CPU, 256 on CUDA"})
+    eval_batch_size: int = field(default=0, metadata={"help": "reviews per evaluation batch; 0: 64 on CPU, "
+                                                              "256 on CUDA"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model (fewer, fused GPU kernels; the "
                                                            "first steps pay tens of seconds of compilation)"})
     log_every: int = field(default=10, metadata={"help": "optimizer steps between metrics.jsonl lines"})
-    save_every: int = field(default=0, metadata={"help": "optimizer steps between checkpoints; 0: 25 on CPU (~1-2 min), "
-                                                          "500 on CUDA (a checkpoint costs ~25 GPU steps of MiniLM)"})
+    save_every: int = field(default=0, metadata={"help": "optimizer steps between checkpoints; 0: 25 on CPU "
+                                                          "(~1-2 min), 500 on CUDA (a checkpoint costs ~25 GPU "
+                                                          "steps of MiniLM)"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank r"})
     lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scale numerator: updates are (alpha / r) B A"})
     lora_dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA branch's input"})

@@ -148,7 +148,8 @@ def load_into(model: nn.Module, tensors: dict[str, torch.Tensor], config: Config
         if theirs not in tensors:
             (new_head if theirs.startswith(head) else missing).append(f"{theirs} (ours: {ours})")
         elif tensors[theirs].shape != state[ours].shape:
-            mismatched.append(f"{theirs}: checkpoint {tuple(tensors[theirs].shape)} vs model {tuple(state[ours].shape)}")
+            mismatched.append(f"{theirs}: checkpoint {tuple(tensors[theirs].shape)} "
+                              f"vs model {tuple(state[ours].shape)}")
     used = set(wanted.values())
     leftover = [k for k in tensors if k not in used and not k.removeprefix(base).startswith(IGNORED)]
     if prefix:  # loading an encoder alone: a classifier checkpoint's head is expected, not unexpected

@@ -144,7 +144,8 @@ def to_hf(config: Config, with_head: bool = True) -> dict:
               "label2id": {f"LABEL_{i}": i for i in range(c.num_labels)}}
     if c.family == "distilbert":
         hf = dict(
-            model_type="distilbert", architectures=["DistilBertForSequenceClassification" if with_head else "DistilBertModel"],
+            model_type="distilbert",
+            architectures=["DistilBertForSequenceClassification" if with_head else "DistilBertModel"],
             vocab_size=c.vocab_size, dim=c.dim, n_layers=c.n_layers, n_heads=c.n_heads, hidden_dim=c.hidden_dim,
             max_position_embeddings=c.max_position_embeddings, dropout=c.dropout,
             attention_dropout=c.attention_dropout, seq_classif_dropout=c.seq_classif_dropout,

@@ -124,9 +124,11 @@ def compile_model(model: nn.Module, dynamic: bool = True, **options) -> nn.Modul
 def check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
     """Fail with a message rather than deep inside an embedding lookup."""
     if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"input_ids must be an integer tensor (batch, seq), got {input_ids.dtype} {tuple(input_ids.shape)}")
+        raise ValueError(f"input_ids must be an integer tensor (batch, seq), "
+                         f"got {input_ids.dtype} {tuple(input_ids.shape)}")
     if attention_mask is not None and attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must have input_ids' shape {tuple(input_ids.shape)}")
+        raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must have input_ids' shape "
+                         f"{tuple(input_ids.shape)}")
 
 
 @torch.no_grad()

@@ -58,7 +58,8 @@ def _download(repo_id: str) -> Path:
         )
     except Exception as err:  # offline, unknown id, no permission: one clear message
         raise FileNotFoundError(
-            f"'{repo_id}' is neither a local model folder nor reachable on the Hugging Face hub ({type(err).__name__}). "
+            f"'{repo_id}' is neither a local model folder nor reachable on the Hugging Face hub "
+            f"({type(err).__name__}). "
             f"Offline, use '{OFFLINE_MINILM}' (installed with the project) or a local folder."
         ) from None
     return Path(folder)

@@ -21,6 +21,19 @@ def qlora(model, head=HEAD, targets=None):
     return lora.inject(model, targets=targets, r=8, alpha=16, dropout=0.0, trainable=head)
 
 
+def train_losses(model, loss_fn, steps: int, lr: float) -> list[float]:
+    """AdamW on the trainable parameters for `steps` steps of `loss_fn()`; the loss before each step."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = loss_fn()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
 def packed_weights(model) -> dict[str, torch.Tensor]:
     return {n: m.weight.detach().clone() for n, m in model.named_modules() if quant.is_4bit_layer(m)}
 
@@ -35,14 +48,7 @@ def test_qlora_trains_only_adapter_and_head_and_base_stays_4bit():
     assert len(before_packed) == TINY.n_layers * 6  # q, k, v, out, lin1, lin2 per block
 
     ids, labels = torch.randint(1, 100, (16, 12)), torch.randint(0, 2, (16,))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(10):
-        loss = torch.nn.functional.cross_entropy(model(ids, torch.ones_like(ids)), labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+    losses = train_losses(model, lambda: torch.nn.functional.cross_entropy(model(ids), labels), steps=10, lr=1e-2)
     assert losses[-1] < 0.7 * losses[0], losses
 
     for name, p in model.named_parameters():
@@ -78,14 +84,7 @@ def test_qlora_on_a_tiny_llama_loss_falls():
     model = qlora(hf.LlamaForCausalLM(config), head=("lm_head",), targets=("q_proj", "v_proj")).train()
     assert sum(quant.is_4bit_layer(m) for m in model.modules()) == 2 * 7  # q k v o gate up down
     ids = torch.randint(0, 128, (4, 24))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
-    losses = []
-    for _ in range(15):
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
+    losses = train_losses(model, lambda: model(input_ids=ids, labels=ids).loss, steps=15, lr=5e-3)
     assert losses[-1] < losses[0] - 0.5, losses
 
 
