@@ -41,8 +41,9 @@ import minibert  # noqa: E402
 import quant  # noqa: E402
 from minibert import distributed as dist  # noqa: E402
 from minibert import train_state  # noqa: E402
-from minibert.batching import Collator, LengthBucketBatchSampler  # noqa: E402
+from minibert.batching import Collator, LengthBucketBatchSampler, PadToMultiple  # noqa: E402
 from minibert.checkpoint import hf_module_name  # noqa: E402
+from minibert.cuda_graphs import ShapeGraphs, keep_grads  # noqa: E402
 from minibert.data import prepare_imdb  # noqa: E402
 from minibert.metrics import confusion_matrix, metrics_from_confusion  # noqa: E402
 from minibert.plots import plot_confusion, plot_curves  # noqa: E402
@@ -194,6 +195,14 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
     if cfg.compile:
         minibert.model.compile_model(model)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else None
+    forward = ddp or model
+    train_collate = PadToMultiple(collate, cfg.pad_multiple, tokenizer.pad_id, cfg.max_len) if cfg.pad_multiple > 1 \
+        else collate
+    if cfg.cuda_graphs:  # minibert/cuda_graphs.py: one recorded forward + backward per batch shape
+        if world > 1:
+            raise ValueError("--cuda-graphs runs in one process only (DDP's gradient all-reduce is not recorded)")
+        forward = ShapeGraphs(model)
+        keep_grads(model)
 
     def checkpoint(batch_in_epoch: int, epoch_: int, rngs: list[dict]) -> None:
         """`rngs`: every rank's generator state, so each rank resumes its own dropout stream."""
@@ -203,7 +212,7 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
                              batch=batch_in_epoch, train_seconds=train_seconds, metrics_lines=run.n_lines())
 
     rng_at_step = train_state.rng_state()  # RNG as of the last optimizer-step boundary (for Ctrl-C saves)
-    batch_in_epoch = start_batch
+    batch_in_epoch, loop_start = start_batch, time.perf_counter()
     try:
         while epoch < cfg.epochs:
             sampler.set_epoch(epoch, start_batch=start_batch)
@@ -212,7 +221,7 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
                        unit="batch", disable=run is None)
             batch_in_epoch, running, t_interval = start_batch, [], time.perf_counter()
             while group := [b for _, b in zip(range(cfg.grad_accum), batches)]:  # the micro-batches of one step
-                loss = train_step(ddp or model, optimizer, schedule, group, data["train"], collate, cfg)
+                loss = train_step(forward, optimizer, schedule, group, data["train"], train_collate, cfg)
                 step, batch_in_epoch = step + 1, batch_in_epoch + len(group)
                 running.append(loss)  # a tensor: reading it would wait for the GPU, so we read it only below
                 rng_at_step = train_state.rng_state()
@@ -253,6 +262,7 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
         say(f"\nstopped: {err}. The last good checkpoint is kept in {cfg.out}; lower --lr, or raise --warmup.")
         raise SystemExit(1)
 
+    loop_seconds = time.perf_counter() - loop_start  # train_seconds + validation, checkpoints, compilation
     t0 = time.perf_counter()
     test = evaluate(model, data["test"], collate, cfg, "testing")
     eval_seconds = time.perf_counter() - t0
@@ -263,12 +273,13 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
     export(model, tokenizer, run.folder, cfg)
     return dict(val_accuracy=val["accuracy"], val_f1=val["f1"], val_loss=val["loss"], test_accuracy=test["accuracy"],
                 test_f1=test["f1"], test_loss=test["loss"], test_confusion=test["confusion"],
-                train_seconds=train_seconds, test_eval_seconds=eval_seconds, steps=step,
+                train_seconds=train_seconds, loop_seconds=loop_seconds, test_eval_seconds=eval_seconds, steps=step,
                 median_step_seconds=sorted(step_times)[len(step_times) // 2] if step_times else None,
                 train_reviews_per_s=len(data["train"]) * cfg.epochs / train_seconds if train_seconds else None,
                 trainable_params=trainable, total_params=total, peak_memory_mb=peak_memory_mb(cfg.device),
                 weight_memory_mb=count_bytes(model)[1] / 2**20, n_train=len(data["train"]),
-                n_val=len(data["val"]), n_test=len(data["test"]), processes=world, device=device_name(cfg.device))
+                n_val=len(data["val"]), n_test=len(data["test"]), processes=world, device=device_name(cfg.device),
+                **({"cuda_graphs": forward.records} if cfg.cuda_graphs else {}))
 
 
 def train_step(model, optimizer, schedule, group, dataset, collate, cfg: RunConfig) -> torch.Tensor:
@@ -297,7 +308,7 @@ def train_step(model, optimizer, schedule, group, dataset, collate, cfg: RunConf
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.clip)
     optimizer.step()
     schedule.step()
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=not cfg.cuda_graphs)  # graphs: keep our own .grad buffers (cuda_graphs.py)
     # END ASSIGNMENT
     return total
 

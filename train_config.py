@@ -52,6 +52,12 @@ class RunConfig:
                                                               "256 on CUDA"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model (fewer, fused GPU kernels; the "
                                                            "first steps pay tens of seconds of compilation)"})
+    cuda_graphs: bool = field(default=False, metadata={"help": "CUDA only: replay each training step's forward and "
+                                                               "backward as recorded CUDA graphs, one per batch shape; "
+                                                               "for small models that wait on kernel launches"})
+    pad_multiple: int = field(default=0, metadata={"help": "pad each training batch to a multiple of this many tokens "
+                                                           "(at most --max-len); 0: 1 (no rounding), or --max-len "
+                                                           "with --cuda-graphs (one shape, so one recording)"})
     log_every: int = field(default=10, metadata={"help": "optimizer steps between metrics.jsonl lines"})
     save_every: int = field(default=0, metadata={"help": "optimizer steps between checkpoints; 0: 25 on CPU "
                                                           "(~1-2 min), 500 on CUDA (a checkpoint costs ~25 GPU "
@@ -98,10 +104,14 @@ def resolve(cfg: RunConfig) -> RunConfig:
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
     if cfg.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda, but torch sees no CUDA device")
+    if cfg.cuda_graphs and cfg.device != "cuda":
+        sys.exit("--cuda-graphs needs --device cuda (CUDA graphs record GPU kernels)")
     defaults = DEVICE_DEFAULTS[cfg.device]
     for name, value in defaults.items():
         if getattr(cfg, name) in (AUTO, 0):
             setattr(cfg, name, value)
+    if cfg.pad_multiple == 0:
+        cfg.pad_multiple = cfg.max_len if cfg.cuda_graphs else 1
     if cfg.lr == 0:
         # Few, freshly initialised weights (a head, LoRA's B = 0) need larger steps than pretrained ones do.
         cfg.lr = 1e-4 if cfg.method == "full" else 1e-3

@@ -69,7 +69,8 @@ def wait_for_step(run_dir: Path, proc: subprocess.Popen, step: int) -> None:
 def comparable(run_dir: Path) -> tuple[bytes, dict, list]:
     """What must be identical between two runs: exported weights, report metrics, metrics.jsonl minus timings."""
     report = json.loads((run_dir / "report.json").read_text())
-    timing = ("train_seconds", "test_eval_seconds", "median_step_seconds", "train_reviews_per_s", "peak_memory_mb")
+    timing = ("train_seconds", "loop_seconds", "test_eval_seconds", "median_step_seconds", "train_reviews_per_s",
+              "peak_memory_mb")
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     for line in lines:
         line.pop("reviews_per_s", None)
