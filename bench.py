@@ -29,6 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 SECTIONS = ("train", "inference", "adapters", "tokenize", "epoch", "cuda")
+CUDA_PARTS = ("mfu", "minilm", "inference", "adapters")  # benchmarks/cuda.py PARTS
 
 
 def parse_args(argv):
@@ -41,8 +42,13 @@ def parse_args(argv):
     parser.add_argument("--data", type=Path, default=None,
                         help="IMDB folder (train/test parquet); default $MINIBERT_DATA or ../shared/data/imdb")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0: torch's default")
-    parser.add_argument("--profile", action="store_true", help="print the top ops of a MiniLM training step")
-    parser.add_argument("--no-compile", action="store_true", help="CUDA: skip the torch.compile row")
+    parser.add_argument("--profile", action="store_true", help="print the top ops of a MiniLM training step (CPU); "
+                                                                   "CUDA mfu: the top kernels of the best candidate")
+    parser.add_argument("--no-compile", action="store_true", help="CUDA: skip the torch.compile rows")
+    parser.add_argument("--cuda-parts", default="mfu,minilm,inference,adapters",
+                        help="CUDA: which parts, comma-separated (mfu: distilbert-base 32x512; minilm: 32x256)")
+    parser.add_argument("--autotune", action="store_true",
+                        help="CUDA mfu: add a candidate compiled with max-autotune (minutes of compilation)")
     args = parser.parse_args(argv)
     if args.cuda_only:
         args.only = ["cuda"]
@@ -149,7 +155,11 @@ def main(argv=None) -> list:
         from benchmarks.cuda import cuda_rows
 
         print("\n== 6. CUDA, bf16 autocast", flush=True)
-        rows += show(cuda_rows(quick=args.quick, compile=not args.no_compile))
+        parts = args.cuda_parts.split(",")
+        if unknown := set(parts) - set(CUDA_PARTS):
+            sys.exit(f"unknown --cuda-parts {sorted(unknown)}; choose from {', '.join(CUDA_PARTS)}")
+        rows += show(cuda_rows(quick=args.quick, compile=not args.no_compile, parts=parts, autotune=args.autotune,
+                               profile=args.profile))
     meta["seconds"] = round(time.perf_counter() - start, 1)
     meta["load_average_end"] = os.getloadavg()
     print(f"\n== all rows ({meta['seconds']:.0f} s; load average at start {meta['load_average_start'][0]:.1f}, "

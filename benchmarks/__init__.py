@@ -7,5 +7,6 @@
     adapters.py    3. LoRA / QLoRA vs peft, and vs full fine-tuning (time, memory)
     tokenizing.py  4. the data pipeline: batched Rust vs transformers vs datasets.map, and the cache
     epoch.py       5. one epoch with length-bucketed vs random batches
-    cuda.py        6. the GPU: bf16, MFU, LoRA/QLoRA with bitsandbytes
+    cuda.py        6. the GPU: bf16, MFU, CUDA graphs, LoRA/QLoRA with bitsandbytes
+    imdb_job.py    6. the whole IMDB job on a GPU: train.py (with and without CUDA graphs) vs a transformers loop
 """

@@ -112,7 +112,8 @@ def make_optimizer(model: nn.Module) -> torch.optim.AdamW:
     return torch.optim.AdamW(trainable, lr=5e-5, weight_decay=0.01, fused=trainable[0].is_cuda or None)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict) -> None:
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, set_to_none: bool = True) -> None:
+    """`set_to_none=False` for a CUDA-graph runner, which needs .grad to stay our own buffer (cuda_graphs.py)."""
     device = batch["input_ids"].device.type
     with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
         logits = model(batch["input_ids"], batch["attention_mask"])  # (B, C)
@@ -120,14 +121,27 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict) 
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
     optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=set_to_none)
 
 
-def stepper(model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer | None = None):
-    """A no-argument function running one training step of `model` on `batch` (its own optimizer)."""
+def stepper(model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer | None = None, steps: int = 1,
+            cuda_graphs: bool = False):
+    """A no-argument function running `steps` training steps of `model` on `batch` (its own optimizer), back to
+    back as in a training loop: on a GPU the CPU queues step k+1 while step k runs. `cuda_graphs`: through
+    minibert.cuda_graphs.ShapeGraphs (forward and backward replayed from recorded graphs)."""
     model.train()
     optimizer = optimizer or make_optimizer(model)
-    return lambda: train_step(model, optimizer, batch)
+    forward = model
+    if cuda_graphs:
+        from minibert.cuda_graphs import ShapeGraphs, keep_grads
+
+        forward = ShapeGraphs(model)
+        keep_grads(model)
+
+    def run():
+        for _ in range(steps):
+            train_step(forward, optimizer, batch, set_to_none=not cuda_graphs)
+    return run
 
 
 def n_params(model: nn.Module, trainable_only: bool = False) -> int:

@@ -10,8 +10,9 @@ FLOPs of one training step (forward + backward = 3 x forward; a multiply-add = 2
   + 12 * n_layers * B * T^2 * D   attention: Q K^T and weights @ V, 2 * T^2 * D each per layer forward, x 3
 MFU = FLOPs / step time / the GPU's dense bf16 peak (the spec sheet's, picked by device name and printed), and
 also against the peak a plain 8192^3 bf16 matmul reaches on this GPU (measured here, a fairer ceiling).
-Timing: torch.cuda.synchronize() before starting and before stopping the clock; memory: max_memory_allocated
-after reset_peak_memory_stats.
+Timing: torch.cuda.synchronize() before starting and before stopping the clock, around 5 training steps run back
+to back (a loop never waits for the GPU between steps; one step alone would also time the launch of its first
+kernels); memory: max_memory_allocated after reset_peak_memory_stats.
 """
 
 import copy
@@ -56,51 +57,87 @@ def step_flops(model, batch_size: int, seq_len: int) -> float:
 
 
 def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compile: bool,
-                  peak: float | None, measured_peak: float, device: str = "cuda") -> list[Row]:
-    """Step time of ours (default, fast paths, fast + compile) and transformers sdpa; TFLOP/s and MFU rows."""
+                  peak: float | None, measured_peak: float, device: str = "cuda", steps_per_call: int = 5,
+                  autotune: bool = False, profile: bool = False) -> list[Row]:
+    """Step time of ours (default, fast paths, + CUDA graphs, + torch.compile) and transformers sdpa; TFLOP/s, MFU.
+
+    The rows are full-length (no padding), so neither side gets a mask, as train.py's to_device drops an all-ones
+    mask: SDPA may then pick its flash kernel on both sides. Each timed call runs `steps_per_call` steps back to
+    back, as a training loop does (the CPU queues the next step while the GPU runs this one), and the row reports
+    one step. A candidate whose first call fails (a compiler error, say) is reported and left out.
+    `autotune`: one more candidate, compiled with mode="max-autotune-no-cudagraphs" (inductor benchmarks several
+    matmul kernels per shape: minutes of compilation). `profile`: print where the best candidate's GPU time goes.
+    """
     sync = sync_for(device)
+    batch = {**batch, "attention_mask": None}
     ours = common.build_ours(model_name, device, pretrained=False)
     theirs = common.Logits(common.theirs_from(ours, ("sdpa",), device)["sdpa"])
-    fast = set_fast_paths(copy.deepcopy(ours), fused_qkv=True, skip_full_mask=True)
-    models = {"minibert": ours, "minibert fast": fast, "transformers": theirs}
+
+    def fast(compiled: bool = False, **options):
+        model = set_fast_paths(copy.deepcopy(ours), fused_qkv=True)
+        return compile_model(model, dynamic=False, **options) if compiled else model  # one fixed shape here
+
+    makers = {"minibert": lambda: common.stepper(ours, batch, steps=steps_per_call),
+              "minibert fast": lambda: common.stepper(fast(), batch, steps=steps_per_call),
+              "minibert fast + CUDA graphs": lambda: common.stepper(fast(), batch, steps=steps_per_call,
+                                                                    cuda_graphs=True),
+              "transformers": lambda: common.stepper(theirs, batch, steps=steps_per_call)}
     if compile:
+        makers["minibert fast + compile"] = lambda: common.stepper(fast(True), batch, steps=steps_per_call)
+        makers["minibert fast + compile + CUDA graphs"] = lambda: common.stepper(
+            fast(True), batch, steps=steps_per_call, cuda_graphs=True)
+    if autotune:
+        makers["minibert fast + compile max-autotune"] = lambda: common.stepper(
+            fast(True, mode="max-autotune-no-cudagraphs"), batch, steps=steps_per_call)
+    steps = {}
+    for name, make in makers.items():
+        start = time.perf_counter()
         try:
-            compiled = compile_model(set_fast_paths(copy.deepcopy(ours), fused_qkv=True, skip_full_mask=True))
-            step = common.stepper(compiled, batch)
-            start = time.perf_counter()
-            step()  # compiles the forward and the backward
-            step()
+            steps[name] = make()
+            steps[name]()  # compiles / records CUDA graphs on first use
             sync()
-            print(f"  torch.compile: first two steps took {time.perf_counter() - start:.1f} s")
-            models["minibert compiled"] = compiled
-        except Exception as err:  # a broken compiler must not cost the other rows
-            print(f"  torch.compile failed, row skipped: {type(err).__name__}: {str(err)[:300]}")
-    steps = {k: common.stepper(m, batch) for k, m in models.items()}
-    seconds = {k: median(v) for k, v in interleaved(steps, warmup, repeats, sync).items()}
+        except Exception as err:  # one broken candidate must not cost the other rows
+            steps.pop(name, None)
+            print(f"  {name}: FAILED, row skipped: {type(err).__name__}: {str(err)[:300]}", flush=True)
+            continue
+        print(f"  {name}: first {steps_per_call} steps took {time.perf_counter() - start:.1f} s", flush=True)
+    seconds = {k: median(v) / steps_per_call for k, v in interleaved(steps, warmup, repeats, sync).items()}
 
     B, T = batch["input_ids"].shape
     short = f"{'MiniLM' if model_name == common.MINILM else 'distilbert-base'} {B}x{T} bf16"
     ref = seconds["transformers"]
-    rows = [Row(f"CUDA train step {short} vs transformers sdpa", seconds["minibert"] * 1e3, ref * 1e3, "ms", "<= 1.0"),
-            Row(f"CUDA train step {short}: fast paths vs transformers", seconds["minibert fast"] * 1e3, ref * 1e3,
-                "ms", "<= 1.0"),
-            Row(f"CUDA train step {short}: fast paths vs default path", seconds["minibert fast"] * 1e3,
-                seconds["minibert"] * 1e3, "ms", "< 1.0 to turn on")]
-    if "minibert compiled" in seconds:
-        rows.append(Row(f"CUDA train step {short}: fast + torch.compile vs transformers",
-                        seconds["minibert compiled"] * 1e3, ref * 1e3, "ms", "<= 1.0"))
-    best = min(v for k, v in seconds.items() if k != "transformers")
+    rows = [Row(f"CUDA train step {short}: {name} vs transformers sdpa", seconds[name] * 1e3, ref * 1e3, "ms",
+                "<= 1.0") for name in seconds if name != "transformers"]
+    if "minibert fast" in seconds:
+        rows.append(Row(f"CUDA train step {short}: fast paths vs default path", seconds["minibert fast"] * 1e3,
+                        seconds["minibert"] * 1e3, "ms", "< 1.0 to turn on"))
+    best_name = min((k for k in seconds if k != "transformers"), key=seconds.get)
+    best = seconds[best_name]
     flops = step_flops(ours, B, T)
+    print(f"  best minibert: {best_name}; one step = {flops / 1e12:.2f} TFLOP", flush=True)
+    if profile:
+        print(gpu_profile(steps[best_name]), flush=True)
     rows.append(Row(f"CUDA throughput {short} (best minibert) vs transformers", B / best, B / ref, "samples/s",
                     ">= 1.0"))
     rows.append(Row(f"CUDA achieved TFLOP/s {short} (best minibert)", flops / best / 1e12, flops / ref / 1e12,
                     "TFLOP/s", ">= 1.0"))
+    rows.append(Row(f"CUDA MFU {short} vs measured matmul peak {measured_peak:.0f} TFLOP/s (best minibert)",
+                    100 * flops / best / 1e12 / measured_peak, 100 * flops / ref / 1e12 / measured_peak, "%",
+                    ">= 45%"))
     if peak:
         rows.append(Row(f"CUDA MFU {short} vs {peak:.0f} TFLOP/s spec peak (best minibert)",
-                        100 * flops / best / 1e12 / peak, 100 * flops / ref / 1e12 / peak, "%", ">= 45%"))
-    rows.append(Row(f"CUDA MFU {short} vs measured matmul peak {measured_peak:.0f} TFLOP/s",
-                    100 * flops / best / 1e12 / measured_peak, 100 * flops / ref / 1e12 / measured_peak, "%", ""))
+                        100 * flops / best / 1e12 / peak, 100 * flops / ref / 1e12 / peak, "%", ""))
     return rows
+
+
+def gpu_profile(step, top: int = 20) -> str:
+    """torch.profiler's table of the GPU kernels of one call of `step`, most GPU time first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=top, max_name_column_width=70)
 
 
 def sorted_random_batches(n_batches: int, batch_size: int, max_len: int, device: str, seed: int = 0) -> list[dict]:
@@ -131,8 +168,12 @@ def inference_rows(model_name: str, n_batches: int, batch_size: int, seq_len: in
                 n / seconds["minibert"], n / seconds["transformers"], "rows/s", ">= 1.0")]
 
 
-def cuda_rows(quick: bool, compile: bool = True) -> list[Row]:
-    """Every CUDA row. Each part runs on its own: one that fails prints why, and the others still report."""
+PARTS = ("mfu", "minilm", "inference", "adapters")
+
+
+def cuda_rows(quick: bool, compile: bool = True, parts=PARTS, autotune: bool = False,
+              profile: bool = False) -> list[Row]:
+    """The CUDA rows of `parts`. Each part runs on its own: one that fails prints why, the others still report."""
     if not torch.cuda.is_available():
         raise RuntimeError("--cuda-only needs a CUDA device; torch.cuda.is_available() is False here")
     name = torch.cuda.get_device_name()
@@ -140,16 +181,17 @@ def cuda_rows(quick: bool, compile: bool = True) -> list[Row]:
     print(f"  device: {name}; bf16 dense peak {peak or 'unknown'} TFLOP/s (spec sheet), {measured:.0f} TFLOP/s "
           "measured (8192^3 matmul)", flush=True)
     warmup, repeats = (3, 10) if quick else (5, 30)
-    parts = {
-        "train distilbert-base 32x512": lambda: training_rows(
-            common.DISTILBERT, common.random_batch(32, 512, device="cuda"), warmup, repeats, compile, peak, measured),
-        "train MiniLM 32x256": lambda: training_rows(
-            common.MINILM, common.random_batch(32, 256, device="cuda"), warmup, repeats, False, peak, measured),
-        "inference MiniLM": lambda: inference_rows(common.MINILM, 20 if quick else 50, 32, 256, 5 if quick else 10),
-        "LoRA/QLoRA distilbert-base 32x256": lambda: _adapter_rows(warmup, repeats),
+    runs = {
+        "mfu": lambda: training_rows(common.DISTILBERT, common.random_batch(32, 512, device="cuda"), warmup, repeats,
+                                     compile, peak, measured, autotune=autotune, profile=profile),
+        "minilm": lambda: training_rows(common.MINILM, common.random_batch(32, 256, device="cuda"), warmup, repeats,
+                                        False, peak, measured),
+        "inference": lambda: inference_rows(common.MINILM, 20 if quick else 50, 32, 256, 5 if quick else 10),
+        "adapters": lambda: _adapter_rows(warmup, repeats),
     }
     rows = []
-    for part, run in parts.items():
+    for part in parts:
+        run = runs[part]
         start = time.perf_counter()
         try:
             new = run()

@@ -1,0 +1,182 @@
+"""The whole IMDB job, minibert's train.py against a plain transformers loop, in one run (section 6, on a GPU).
+
+    python -m benchmarks.imdb_job --data ../shared/data/imdb --out runs/imdb_job            # CUDA recipe
+    python -m benchmarks.imdb_job --data ... --device cpu --max-samples 64 --eval-samples 32  # a smoke run
+
+The reference is the loop FACTS.md measured on an H200 (1,875 samples/s, test 90.86%): transformers'
+BertForSequenceClassification from the same all-MiniLM-L6-v2 files, batch 32, max length 256, 2 epochs, random
+batches padded to their longest review, AdamW (fused on CUDA) at lr 5e-5 with 10% linear warmup, gradient
+clipping at 1.0, bf16 autocast with fp32 master weights (loaded with dtype=float32: transformers 5 keeps a
+checkpoint's stored dtype, and a float16 copy of the weights would not train). It trains on the reviews train.py
+trains on (minibert.data.prepare_imdb: 20,000 of the 25,000; the other 5,000 are train.py's validation set) and
+reads the loss only every 50 steps, so it does not wait for the GPU after each step: its best case, no handicap.
+
+minibert runs as a user runs it, `python train.py ...` in a subprocess, once per variant (`eager`: the defaults;
+`eager8`: --pad-multiple 8; `graphs`: --cuda-graphs; `graphs32`: --cuda-graphs --pad-multiple 32), and its
+report.json gives the numbers; a later call with the same --out adds its runs to the same table. Rows: training
+samples/s (train.py's train_seconds: the optimizer steps, without validation and checkpoints; a second row counts
+the whole loop with them), and test accuracy on the same test reviews.
+"""
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from minibert.batching import Collator, LengthBucketBatchSampler  # noqa: E402
+
+from .common import REPO  # noqa: E402
+from .timing import Row, format_table  # noqa: E402
+
+VARIANTS = {"eager": [], "eager8": ["--pad-multiple", "8"], "graphs": ["--cuda-graphs"],
+            "graphs32": ["--cuda-graphs", "--pad-multiple", "32"]}
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data", required=True, help="IMDB folder (train/test parquet)")
+    parser.add_argument("--out", type=Path, default=Path("runs/imdb_job"), help="where the runs and JSON go")
+    parser.add_argument("--order", default="graphs,reference,eager",
+                        help="what to run, in this order: reference and/or minibert variants (eager, graphs)")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--max-samples", default="all", help="train + val reviews (train.py's flag)")
+    parser.add_argument("--eval-samples", default="all", help="test reviews (train.py's flag)")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--max-len", type=int, default=256)
+    parser.add_argument("--timeout", type=float, default=300, help="seconds allowed to each train.py run")
+    return parser.parse_args(argv)
+
+
+def reference_run(args) -> dict:
+    """The transformers loop described in the module docstring; returns report.json-like numbers."""
+    import transformers
+
+    import minibert
+    from minibert.data import prepare_imdb
+
+    folder = minibert.paths.resolve_model_dir(minibert.paths.OFFLINE_MINILM)
+    tokenizer = minibert.load_tokenizer(folder)
+    data = prepare_imdb(args.data, tokenizer, max_len=args.max_len, max_samples=args.max_samples,
+                        eval_samples=args.eval_samples)  # train.py's split, from its token cache
+    torch.manual_seed(0)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        folder, num_labels=2, attn_implementation="sdpa", dtype=torch.float32).to(args.device).train()
+    cuda = args.device == "cuda"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01, fused=cuda or None)
+    sampler = LengthBucketBatchSampler(data["train"].lengths, 32, seed=0, bucket=False, shuffle=True)
+    total = len(sampler) * args.epochs
+    warmup = max(1, round(0.1 * total))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    collate = Collator(tokenizer.pad_id)
+
+    def to_device(batch):
+        return {k: v.to(args.device, non_blocking=cuda) for k, v in batch.items()}
+
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync()
+    start, losses, step = time.perf_counter(), [], 0
+    for epoch in range(args.epochs):
+        sampler.set_epoch(epoch)
+        for indices in sampler:
+            batch = to_device(collate([data["train"][i] for i in indices]))
+            with torch.autocast(args.device, dtype=torch.bfloat16, enabled=cuda):
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = F.cross_entropy(logits.float(), batch["labels"])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
+            step += 1
+            if step % 50 == 0 and not math.isfinite(torch.stack(losses).mean().item()):
+                raise RuntimeError(f"reference loss diverged by step {step}")
+    sync()
+    train_seconds = time.perf_counter() - start
+    accuracy = reference_accuracy(model, data["test"], collate, args.device)
+    return {"train_seconds": train_seconds, "loop_seconds": train_seconds, "steps": step,
+            "train_reviews_per_s": len(data["train"]) * args.epochs / train_seconds, "test_accuracy": accuracy,
+            "final_loss": torch.stack(losses[-50:]).mean().item(), "n_train": len(data["train"]),
+            "n_test": len(data["test"])}
+
+
+@torch.no_grad()
+def reference_accuracy(model, split, collate, device: str) -> float:
+    model.eval()
+    correct = 0
+    sampler = LengthBucketBatchSampler(split.lengths, 256, bucket=True, shuffle=False)
+    for indices in sampler:
+        batch = {k: v.to(device) for k, v in collate([split[i] for i in indices]).items()}
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        correct += (logits.argmax(-1) == batch["labels"]).sum().item()
+    return correct / len(split)
+
+
+def minibert_run(args, variant: str) -> dict:
+    """`python train.py` as a user runs it; its report.json."""
+    out = args.out / variant
+    if (out / "report.json").exists():
+        raise FileExistsError(f"{out} already holds a run; choose another --out")
+    cmd = [sys.executable, str(REPO / "train.py"), "--data", str(args.data), "--device", args.device,
+           "--out", str(out), "--max-samples", str(args.max_samples), "--eval-samples", str(args.eval_samples),
+           "--epochs", str(args.epochs), "--max-len", str(args.max_len), "--batch-size", "32", *VARIANTS[variant]]
+    print("  $", " ".join(cmd), flush=True)
+    done = subprocess.run(cmd, cwd=REPO, timeout=args.timeout, capture_output=True, text=True)
+    print("\n".join(done.stdout.splitlines()[-12:]), flush=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"train.py {variant} failed ({done.returncode}): {done.stderr[-1500:]}")
+    return json.loads((out / "report.json").read_text())
+
+
+def rows_from(reports: dict) -> list[Row]:
+    ref = reports.get("reference")
+    rows = []
+    for variant in (v for v in reports if v != "reference"):
+        ours = reports[variant]
+        name = f"IMDB job {ours['n_train']} reviews x {ours['steps']} steps, minibert {variant}"
+        rows.append(Row(f"{name}: training samples/s vs transformers loop", ours["train_reviews_per_s"],
+                        ref and ref["train_reviews_per_s"], "samples/s", ">= 2.0"))
+        whole = ours["train_reviews_per_s"] * ours["train_seconds"] / ours["loop_seconds"]  # same reviews, more time
+        rows.append(Row(f"{name}: samples/s with validation + checkpoints", whole,
+                        ref and ref["train_reviews_per_s"], "samples/s", ""))
+        rows.append(Row(f"{name}: test accuracy ({ours['n_test']} reviews)", 100 * ours["test_accuracy"],
+                        ref and 100 * ref["test_accuracy"], "%", "~1.0"))
+    return rows
+
+
+def main(argv=None) -> list[Row]:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    saved = args.out / "reports.json"  # runs from an earlier call with the same --out join this table
+    reports = json.loads(saved.read_text()) if saved.exists() else {}
+    for what in args.order.split(","):
+        start = time.perf_counter()
+        try:
+            reports[what] = reference_run(args) if what == "reference" else minibert_run(args, what)
+        except Exception as err:  # one failed run must not cost the others
+            print(f"  {what}: FAILED: {type(err).__name__}: {str(err)[-1500:]}", flush=True)
+            continue
+        print(f"  {what}: {time.perf_counter() - start:.0f} s, {json.dumps(reports[what], default=str)[:600]}",
+              flush=True)
+        saved.write_text(json.dumps(reports, indent=2, default=str) + "\n")
+    rows = rows_from(reports)
+    print(format_table(rows))
+    (args.out / "imdb_job.json").write_text(json.dumps({"rows": [r.to_json() for r in rows]}, indent=2) + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
