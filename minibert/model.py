@@ -46,7 +46,8 @@ class Encoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         check_inputs(input_ids, attention_mask)
         if self.skip_full_mask and attention_mask is not None and bool(attention_mask.all()):
-            # No padding anywhere: the bias would add 0 to every score. `.all()` waits for the GPU once per batch.
+            # No padding anywhere: the bias would add 0 to every score. `.all()` waits for the GPU once per batch
+            # and splits a torch.compile graph in two; train.py drops an all-ones mask on the CPU instead.
             attention_mask = None
         x = self.embeddings(input_ids)  # (B, T, D)
         for layer in self.layers:
