@@ -8,8 +8,9 @@ FLOPs of one training step (forward + backward = 3 x forward; a multiply-add = 2
     6 * N * B * T                 every weight of the encoder blocks meets every token (N = non-embedding params
                                   of the n_layers blocks; the head sees one token per row and is left out)
   + 12 * n_layers * B * T^2 * D   attention: Q K^T and weights @ V, 2 * T^2 * D each per layer forward, x 3
-MFU = FLOPs / step time / the GPU's dense bf16 peak (the spec sheet's, picked by device name and printed), and
-also against the peak a plain 8192^3 bf16 matmul reaches on this GPU (measured here, a fairer ceiling).
+MFU = FLOPs / step time / a bf16 peak: the one a plain 8192^3 bf16 matmul reaches on this GPU (measured here; the
+issue's "~790 TFLOP/s" for the H200 is such a measurement, so the 45% goal is judged on it), and in a second row
+the spec sheet's dense peak (picked by device name and printed).
 Timing: torch.cuda.synchronize() before starting and before stopping the clock, around 5 training steps run back
 to back (a loop never waits for the GPU between steps; one step alone would also time the launch of its first
 kernels); memory: max_memory_allocated after reset_peak_memory_stats.
@@ -108,7 +109,7 @@ def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compi
     ref = seconds["transformers"]
     rows = [Row(f"CUDA train step {short}: {name} vs transformers sdpa", seconds[name] * 1e3, ref * 1e3, "ms",
                 "<= 1.0") for name in seconds if name != "transformers"]
-    if "minibert fast" in seconds:
+    if {"minibert", "minibert fast"} <= seconds.keys():
         rows.append(Row(f"CUDA train step {short}: fast paths vs default path", seconds["minibert fast"] * 1e3,
                         seconds["minibert"] * 1e3, "ms", "< 1.0 to turn on"))
     best_name = min((k for k in seconds if k != "transformers"), key=seconds.get)
