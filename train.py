@@ -196,8 +196,8 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
         minibert.model.compile_model(model)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else None
     forward = ddp or model
-    train_collate = PadToMultiple(collate, cfg.pad_multiple, tokenizer.pad_id, cfg.max_len) if cfg.pad_multiple > 1 \
-        else collate
+    train_collate = (PadToMultiple(collate, cfg.pad_multiple, tokenizer.pad_id, cfg.max_len)
+                     if cfg.pad_multiple > 1 else collate)  # fewer batch widths, e.g. one for CUDA graphs
     if cfg.cuda_graphs:  # minibert/cuda_graphs.py: one recorded forward + backward per batch shape
         if world > 1:
             raise ValueError("--cuda-graphs runs in one process only (DDP's gradient all-reduce is not recorded)")

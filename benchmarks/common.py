@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import minibert
+from minibert.cuda_graphs import ShapeGraphs, keep_grads
 
 REPO = Path(__file__).resolve().parents[1]
 MINILM = "all-MiniLM-L6-v2"
@@ -133,8 +134,6 @@ def stepper(model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer | No
     optimizer = optimizer or make_optimizer(model)
     forward = model
     if cuda_graphs:
-        from minibert.cuda_graphs import ShapeGraphs, keep_grads
-
         forward = ShapeGraphs(model)
         keep_grads(model)
 

@@ -64,6 +64,7 @@ def reference_run(args) -> dict:
 
     import minibert
     from minibert.data import prepare_imdb
+    from train import linear_warmup_decay  # the same schedule train.py uses
 
     folder = minibert.paths.resolve_model_dir(minibert.paths.OFFLINE_MINILM)
     tokenizer = minibert.load_tokenizer(folder)
@@ -75,10 +76,7 @@ def reference_run(args) -> dict:
     cuda = args.device == "cuda"
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01, fused=cuda or None)
     sampler = LengthBucketBatchSampler(data["train"].lengths, 32, seed=0, bucket=False, shuffle=True)
-    total = len(sampler) * args.epochs
-    warmup = max(1, round(0.1 * total))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(len(sampler) * args.epochs, 0.1))
     collate = Collator(tokenizer.pad_id)
 
     def to_device(batch):
@@ -114,6 +112,8 @@ def reference_run(args) -> dict:
 
 @torch.no_grad()
 def reference_accuracy(model, split, collate, device: str) -> float:
+    """Test accuracy as a transformers user's loop computes it: always with the tokenizer's mask (train.evaluate
+    drops an all-ones mask, which picks another attention kernel), batches of 256 sorted by length."""
     model.eval()
     correct = 0
     sampler = LengthBucketBatchSampler(split.lengths, 256, bucket=True, shuffle=False)
