@@ -49,6 +49,8 @@ def parse_args(argv):
                         help="CUDA: which parts, comma-separated (mfu: distilbert-base 32x512; minilm: 32x256)")
     parser.add_argument("--autotune", action="store_true",
                         help="CUDA mfu: add a candidate compiled with max-autotune (minutes of compilation)")
+    parser.add_argument("--attention", choices=("flash", "efficient", "cudnn", "math"),  # cuda.py SDPA_BACKENDS
+                        help="CUDA: let SDPA use only this kernel family, on both sides; unset: torch picks")
     args = parser.parse_args(argv)
     if args.cuda_only:
         args.only = ["cuda"]
@@ -159,7 +161,7 @@ def main(argv=None) -> list:
         if unknown := set(parts) - set(CUDA_PARTS):
             sys.exit(f"unknown --cuda-parts {sorted(unknown)}; choose from {', '.join(CUDA_PARTS)}")
         rows += show(cuda_rows(quick=args.quick, compile=not args.no_compile, parts=parts, autotune=args.autotune,
-                               profile=args.profile))
+                               profile=args.profile, attention=args.attention))
     meta["seconds"] = round(time.perf_counter() - start, 1)
     meta["load_average_end"] = os.getloadavg()
     print(f"\n== all rows ({meta['seconds']:.0f} s; load average at start {meta['load_average_start'][0]:.1f}, "

@@ -117,10 +117,11 @@ def autocast(device: str):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
 
 
-def to_device(batch: dict, device: str) -> dict:
+def to_device(batch: dict, device: str, keep_mask: bool = False) -> dict:
     """Move a collated batch to the device. A mask without padding is dropped (checked here, on the CPU, so the
-    GPU is never waited for): it would add 0 to every score, and without it SDPA may use its flash kernel."""
-    if bool(batch["attention_mask"].all()):
+    GPU is never waited for): it would add 0 to every score, and without it SDPA may use its flash kernel.
+    `keep_mask` (CUDA graphs): keep it, so that one recorded graph per batch shape serves every batch."""
+    if not keep_mask and bool(batch["attention_mask"].all()):
         batch = {k: v for k, v in batch.items() if k != "attention_mask"}
     if device == "cuda":  # page-locked memory lets the copy run while the GPU still works on the last step
         return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
@@ -291,7 +292,7 @@ def train_step(model, optimizer, schedule, group, dataset, collate, cfg: RunConf
     n_reviews = sum(map(len, group))
     total = 0.0
     for i, indices in enumerate(group):
-        batch = to_device(collate([dataset[j] for j in indices]), cfg.device)
+        batch = to_device(collate([dataset[j] for j in indices]), cfg.device, keep_mask=cfg.cuda_graphs)
         # Under DDP, gradients are averaged across ranks during backward; only the last micro-batch needs that.
         sync = contextlib.nullcontext() if i == len(group) - 1 or not hasattr(model, "no_sync") else model.no_sync()
         with sync:

@@ -17,6 +17,7 @@ kernels); memory: max_memory_allocated after reset_peak_memory_stats.
 """
 
 import copy
+import dataclasses
 import time
 
 import torch
@@ -74,8 +75,8 @@ def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compi
     ours = common.build_ours(model_name, device, pretrained=False)
     theirs = common.Logits(common.theirs_from(ours, ("sdpa",), device)["sdpa"])
 
-    def fast(compiled: bool = False, **options):
-        model = set_fast_paths(copy.deepcopy(ours), fused_qkv=True)
+    def fast(compiled: bool = False, bf16_residual: bool = False, **options):
+        model = set_fast_paths(copy.deepcopy(ours), fused_qkv=True, bf16_residual=bf16_residual)
         return compile_model(model, dynamic=False, **options) if compiled else model  # one fixed shape here
 
     makers = {"minibert": lambda: common.stepper(ours, batch, steps=steps_per_call),
@@ -87,6 +88,11 @@ def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compi
         makers["minibert fast + compile"] = lambda: common.stepper(fast(True), batch, steps=steps_per_call)
         makers["minibert fast + compile + CUDA graphs"] = lambda: common.stepper(
             fast(True), batch, steps=steps_per_call, cuda_graphs=True)
+        makers["minibert fast + compile + bf16 residual"] = lambda: common.stepper(
+            fast(True, bf16_residual=True), batch, steps=steps_per_call)
+        # inductor's own CUDA graphs (forward and backward; gradients are graph outputs, nothing to copy back)
+        makers["minibert fast + compile reduce-overhead + bf16 residual"] = lambda: common.stepper(
+            fast(True, bf16_residual=True, mode="reduce-overhead"), batch, steps=steps_per_call)
     if autotune:
         makers["minibert fast + compile max-autotune"] = lambda: common.stepper(
             fast(True, mode="max-autotune-no-cudagraphs"), batch, steps=steps_per_call)
@@ -117,7 +123,8 @@ def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compi
     flops = step_flops(ours, B, T)
     print(f"  best minibert: {best_name}; one step = {flops / 1e12:.2f} TFLOP", flush=True)
     if profile:
-        print(gpu_profile(steps[best_name]), flush=True)
+        for name in dict.fromkeys([best_name, "minibert fast + compile"]) if compile else [best_name]:
+            print(f"  profile of {name}:\n{gpu_profile(steps[name], steps_per_call)}", flush=True)
     rows.append(Row(f"CUDA throughput {short} (best minibert) vs transformers", B / best, B / ref, "samples/s",
                     ">= 1.0"))
     rows.append(Row(f"CUDA achieved TFLOP/s {short} (best minibert)", flops / best / 1e12, flops / ref / 1e12,
@@ -131,14 +138,47 @@ def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compi
     return rows
 
 
-def gpu_profile(step, top: int = 20) -> str:
-    """torch.profiler's table of the GPU kernels of one call of `step`, most GPU time first."""
+# Kernel-name fragments -> what the kernel does, to sum a profile by kind. First match wins.
+KERNEL_KINDS = (("attention", ("flash", "fmha", "attention", "cudnn", "sdpa")),
+                ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "triton_mm", "splitk")),
+                ("optimizer + clipping", ("adam", "multi_tensor", "lpnorm")),
+                ("layer norm", ("layer_norm", "layernorm")),
+                ("dropout", ("dropout",)),
+                ("embedding", ("embedding", "index", "scatter", "sort", "radix")),
+                ("fused elementwise (compiled)", ("triton_",)))
+
+
+def kernel_kind(name: str) -> str:
+    lower = name.lower()
+    return next((kind for kind, keys in KERNEL_KINDS if any(k in lower for k in keys)), "other elementwise")
+
+
+def gpu_profile(step, steps: int, top: int = 25) -> str:
+    """Where one call of `step` (`steps` training steps) spends GPU time: each kernel, then summed by kind, in ms
+    per step."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         step()
         torch.cuda.synchronize()
-    return prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=top, max_name_column_width=70)
+    kernels = [e for e in prof.key_averages()  # kernels only: a user annotation (Optimizer.step) spans some
+               if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
+    if not kernels:
+        return "  no GPU kernel was recorded"
+    kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
+    total = sum(e.self_device_time_total for e in kernels) / 1e3 / steps  # ms per step
+    lines = [f"  GPU time of one step: {total:.2f} ms in {sum(e.count for e in kernels) // steps} kernel launches"]
+    for e in kernels[:top]:
+        ms = e.self_device_time_total / 1e3 / steps
+        lines.append(f"  {ms:7.3f} ms {100 * ms / total:5.1f}%  x{e.count // steps:<4d} {kernel_kind(e.key):28s} "
+                     f"{e.key[:90]}")
+    by_kind: dict[str, float] = {}
+    for e in kernels:
+        by_kind[kernel_kind(e.key)] = by_kind.get(kernel_kind(e.key), 0.0) + e.self_device_time_total / 1e3 / steps
+    lines.append("  by kind: " + ", ".join(f"{kind} {ms:.2f} ms ({100 * ms / total:.0f}%)"
+                                           for kind, ms in sorted(by_kind.items(), key=lambda kv: -kv[1])))
+    return "\n".join(lines)
 
 
 def sorted_random_batches(n_batches: int, batch_size: int, max_len: int, device: str, seed: int = 0) -> list[dict]:
@@ -172,9 +212,26 @@ def inference_rows(model_name: str, n_batches: int, batch_size: int, seq_len: in
 PARTS = ("mfu", "minilm", "inference", "adapters")
 
 
+SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
+                 "math": "MATH"}  # --attention NAME -> torch.nn.attention.SDPBackend member
+
+
+def sdpa_backend(name: str | None):
+    """A context that lets F.scaled_dot_product_attention use only one kernel family, on both sides (None: torch's
+    own choice). It must hold while torch.compile traces, which is when a compiled graph picks its kernel."""
+    import contextlib
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if name is None:
+        return contextlib.nullcontext()
+    return sdpa_kernel(getattr(SDPBackend, SDPA_BACKENDS[name]))
+
+
 def cuda_rows(quick: bool, compile: bool = True, parts=PARTS, autotune: bool = False,
-              profile: bool = False) -> list[Row]:
-    """The CUDA rows of `parts`. Each part runs on its own: one that fails prints why, the others still report."""
+              profile: bool = False, attention: str | None = None) -> list[Row]:
+    """The CUDA rows of `parts`. Each part runs on its own: one that fails prints why, the others still report.
+    `attention`: one of SDPA_BACKENDS for every attention call of both sides (rows then say which)."""
     if not torch.cuda.is_available():
         raise RuntimeError("--cuda-only needs a CUDA device; torch.cuda.is_available() is False here")
     name = torch.cuda.get_device_name()
@@ -195,7 +252,10 @@ def cuda_rows(quick: bool, compile: bool = True, parts=PARTS, autotune: bool = F
         run = runs[part]
         start = time.perf_counter()
         try:
-            new = run()
+            with sdpa_backend(attention):
+                new = run()
+            if attention:
+                new = [dataclasses.replace(row, name=f"{row.name} [{attention} attention]") for row in new]
         except Exception as err:  # one broken part (a missing bitsandbytes, a compiler error) must not sink the rest
             print(f"  {part}: FAILED, rows skipped: {type(err).__name__}: {str(err)[:400]}", flush=True)
             continue

@@ -15,8 +15,9 @@ as a sentence embedder with mean pooling over real tokens, so `pooling="mean"` m
 
 Speed options, all opt-in, beside the readable path rather than instead of it (measured in bench.py, parity with
 the default path in tests/test_fast_paths.py):
-- `set_fast_paths(model, fused_qkv=..., skip_full_mask=...)`: one Q/K/V matmul (attention.py), and no mask at
-  all for a batch without padding, which lets SDPA pick its flash kernel on CUDA (a mask rules it out).
+- `set_fast_paths(model, fused_qkv=..., skip_full_mask=..., bf16_residual=...)`: one Q/K/V matmul
+  (attention.py); no mask at all for a batch without padding, which lets SDPA pick its flash kernel on CUDA (a
+  mask rules it out); under bf16 autocast, LayerNorm outputs (the residual stream) in bf16 (layer_norm.py).
 - `compile_model(model)`: torch.compile, in place, so parameter names and checkpoints stay as they are.
 They are runtime switches, not architecture: they are not saved in config.json.
 """
@@ -28,6 +29,7 @@ from .attention import MultiHeadSelfAttention
 from .block import Block
 from .config import Config
 from .embeddings import Embeddings
+from .layer_norm import LayerNorm
 
 HEAD_ACTIVATIONS = {"distilbert": nn.ReLU, "bert": nn.Tanh}
 
@@ -93,9 +95,10 @@ class Classifier(nn.Module):
         save_pretrained(self, folder)
 
 
-def set_fast_paths(model: nn.Module, fused_qkv: bool = False, skip_full_mask: bool = False) -> nn.Module:
+def set_fast_paths(model: nn.Module, fused_qkv: bool = False, skip_full_mask: bool = False,
+                   bf16_residual: bool = False) -> nn.Module:
     """Switch the opt-in fast paths of every encoder inside `model` (an Encoder, a Classifier, or any module holding
-    them, e.g. after lora.inject); returns `model`. Both default to off: the readable path."""
+    them, e.g. after lora.inject); returns `model`. All default to off: the readable path."""
     found = False
     for m in model.modules():
         if isinstance(m, Encoder):
@@ -103,6 +106,8 @@ def set_fast_paths(model: nn.Module, fused_qkv: bool = False, skip_full_mask: bo
             found = True
         elif isinstance(m, MultiHeadSelfAttention):
             m.fused_qkv = fused_qkv
+        elif isinstance(m, LayerNorm):
+            m.cast_to_autocast_dtype = bf16_residual
     if not found:
         raise ValueError(f"set_fast_paths: no minibert Encoder inside {type(model).__name__}")
     return model

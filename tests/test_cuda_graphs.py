@@ -64,6 +64,17 @@ def test_train_pads_batches_only_when_asked():
     assert resolve(parse_args(["--device", "cpu", "--pad-multiple", "8"])).pad_multiple == 8
 
 
+def test_train_keeps_an_all_ones_mask_only_for_cuda_graphs():
+    """Eager training drops a mask without padding (SDPA may then use its flash kernel); with CUDA graphs it is
+    kept, so padded and unpadded batches of one width replay one recorded graph."""
+    import train
+
+    full, padded = Collator(pad_id=0)(examples([4, 4])), Collator(pad_id=0)(examples([4, 2]))
+    assert "attention_mask" not in train.to_device(full, "cpu")
+    assert "attention_mask" in train.to_device(padded, "cpu")
+    assert train.to_device(full, "cpu", keep_mask=True)["attention_mask"].tolist() == [[1] * 4] * 2
+
+
 def test_train_refuses_cuda_graphs_on_cpu():
     """--cuda-graphs on a CPU run stops before any work, saying why."""
     from train_config import parse_args, resolve

@@ -61,6 +61,28 @@ def test_skip_full_mask_matches_readable_path(name):
         torch.testing.assert_close(fast(padded_ids, padded_mask), ours(padded_ids, padded_mask), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("name", CONFIGS)
+def test_bf16_residual_is_a_no_op_in_float32_and_bf16_under_autocast(name):
+    """Without autocast the flag changes nothing (float32 in and out). Under bf16 autocast every LayerNorm writes
+    bf16 instead of float32, and the logits stay those of the readable path within bf16 rounding."""
+    from minibert.layer_norm import LayerNorm
+
+    ours = perturbed(CONFIGS[name])
+    fast = set_fast_paths(copy.deepcopy(ours), bf16_residual=True)
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(ids, mask), ours(ids, mask), atol=0, rtol=0)
+        dtypes = {"ours": set(), "fast": set()}
+        for key, model in (("ours", ours), ("fast", fast)):
+            for m in model.modules():
+                if isinstance(m, LayerNorm):
+                    m.register_forward_hook(lambda mod, args, out, key=key: dtypes[key].add(out.dtype))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast_logits, our_logits = fast(ids, mask), ours(ids, mask)
+    assert dtypes == {"ours": {torch.float32}, "fast": {torch.bfloat16}}
+    torch.testing.assert_close(fast_logits.float(), our_logits.float(), atol=0.05, rtol=0.05)
+
+
 def test_fast_paths_gradients_match():
     """With dropout off, every parameter's gradient through both fast paths equals the readable path's (<= 1e-5)."""
     config = CONFIGS["distilbert-sdpa"].with_(dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0)
@@ -92,7 +114,8 @@ def test_fast_paths_keep_parameter_names_and_default_off():
     """The fast paths add no parameter (checkpoint and LoRA names unchanged) and are off unless asked for."""
     ours = perturbed(CONFIGS["bert-sdpa"])
     assert not ours.encoder.skip_full_mask and not ours.encoder.layers[0].attention.fused_qkv
-    fast = set_fast_paths(copy.deepcopy(ours), fused_qkv=True, skip_full_mask=True)
+    assert not ours.encoder.layers[0].sa_layer_norm.cast_to_autocast_dtype
+    fast = set_fast_paths(copy.deepcopy(ours), fused_qkv=True, skip_full_mask=True, bf16_residual=True)
     assert list(fast.state_dict()) == list(ours.state_dict())
 
 
