@@ -59,12 +59,15 @@ class MultiHeadSelfAttention(nn.Module):
         B, T, D = x.shape
         return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                queries: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, D). `queries` (B, Tq, D): only these positions ask (their outputs come back,
+        (B, Tq, D)); every position of x still answers as a key and a value. Used by Block.first_token."""
         B, T, D = x.shape  # x: (B, T, D)
-        if self.can_fuse():
+        if self.can_fuse() and queries is None:
             q, k, v = self.fused_projections(x)  # each (B, H, T, Dh)
         else:
-            q = self.split_heads(self.q_lin(x))  # (B, H, T, Dh)
+            q = self.split_heads(self.q_lin(x if queries is None else queries))  # (B, H, Tq, Dh)
             k = self.split_heads(self.k_lin(x))  # (B, H, T, Dh)
             v = self.split_heads(self.v_lin(x))  # (B, H, T, Dh)
         bias = None if attention_mask is None else padding_bias(attention_mask, q.dtype)  # (B, 1, 1, T)
@@ -76,8 +79,8 @@ class MultiHeadSelfAttention(nn.Module):
         else:
             context = self.attend(q, k, v, bias, dropout)  # (B, H, T, Dh)
 
-        context = context.transpose(1, 2).reshape(B, T, D)  # heads side by side again: (B, T, D)
-        return self.out_lin(context)  # (B, T, D)
+        context = context.transpose(1, 2).reshape(B, q.shape[2], D)  # heads side by side again: (B, Tq, D)
+        return self.out_lin(context)  # (B, Tq, D)
 
     def fused_projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Q, K, V from one matmul: x (B, T, D) @ [Wq; Wk; Wv]^T (D, 3D).

@@ -15,9 +15,11 @@ as a sentence embedder with mean pooling over real tokens, so `pooling="mean"` m
 
 Speed options, all opt-in, beside the readable path rather than instead of it (measured in bench.py, parity with
 the default path in tests/test_fast_paths.py):
-- `set_fast_paths(model, fused_qkv=..., skip_full_mask=..., bf16_residual=...)`: one Q/K/V matmul
-  (attention.py); no mask at all for a batch without padding, which lets SDPA pick its flash kernel on CUDA (a
-  mask rules it out); under bf16 autocast, LayerNorm outputs (the residual stream) in bf16 (layer_norm.py).
+- `set_fast_paths(model, fused_qkv=..., skip_full_mask=..., bf16_residual=..., first_token_only=...)`: one
+  Q/K/V matmul (attention.py); no mask at all for a batch without padding, which lets SDPA pick its flash kernel
+  on CUDA (a mask rules it out); under bf16 autocast, LayerNorm outputs (the residual stream) in bf16
+  (layer_norm.py); and for a [CLS] classifier, a last layer that computes position 0 only: the head reads
+  nothing else, so the other T-1 outputs of that layer are work thrown away (block.py `first_token`).
 - `compile_model(model)`: torch.compile, in place, so parameter names and checkpoints stay as they are.
 They are runtime switches, not architecture: they are not saved in config.json.
 """
@@ -45,16 +47,22 @@ class Encoder(nn.Module):
         self.skip_full_mask = False  # opt-in fast path, see set_fast_paths
         init_weights(self, config)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                first_token_only: bool = False) -> torch.Tensor:
+        """-> last hidden state (B, T, D); with `first_token_only`, the last layer computes position 0 only:
+        (B, 1, D), all a [CLS] classifier reads (Block.first_token)."""
         check_inputs(input_ids, attention_mask)
         if self.skip_full_mask and attention_mask is not None and bool(attention_mask.all()):
             # No padding anywhere: the bias would add 0 to every score. `.all()` waits for the GPU once per batch
             # and splits a torch.compile graph in two; train.py drops an all-ones mask on the CPU instead.
             attention_mask = None
         x = self.embeddings(input_ids)  # (B, T, D)
-        for layer in self.layers:
+        n_full = len(self.layers) - 1 if first_token_only else len(self.layers)
+        for layer in self.layers[:n_full]:
             x = layer(x, attention_mask)  # (B, T, D)
-        return x  # last hidden state (B, T, D)
+        if first_token_only:
+            x = self.layers[-1].first_token(x, attention_mask)  # (B, 1, D)
+        return x  # last hidden state (B, T, D), or (B, 1, D)
 
 
 class Classifier(nn.Module):
@@ -70,6 +78,7 @@ class Classifier(nn.Module):
         self.classifier = nn.Linear(config.dim, config.num_labels)
         init_weights(self.pre_classifier, config)  # the encoder initialised itself
         init_weights(self.classifier, config)
+        self.first_token_only = False  # opt-in fast path, see set_fast_paths
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         # BEGIN ASSIGNMENT head: cls: the vector at position 0; mean: average over real tokens (all T if no mask)
@@ -82,7 +91,7 @@ class Classifier(nn.Module):
         # END ASSIGNMENT
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        hidden = self.encoder(input_ids, attention_mask)  # (B, T, D)
+        hidden = self.encoder(input_ids, attention_mask, first_token_only=self.first_token_only)  # (B, T or 1, D)
         # BEGIN ASSIGNMENT head: logits = classifier(dropout(activation(pre_classifier(pool(hidden, mask)))))
         pooled = self.activation(self.pre_classifier(self.pool(hidden, attention_mask)))  # (B, D)
         return self.classifier(self.dropout(pooled))  # logits (B, C)
@@ -96,11 +105,21 @@ class Classifier(nn.Module):
 
 
 def set_fast_paths(model: nn.Module, fused_qkv: bool = False, skip_full_mask: bool = False,
-                   bf16_residual: bool = False) -> nn.Module:
+                   bf16_residual: bool = False, first_token_only: bool = False) -> nn.Module:
     """Switch the opt-in fast paths of every encoder inside `model` (an Encoder, a Classifier, or any module holding
-    them, e.g. after lora.inject); returns `model`. All default to off: the readable path."""
+    them, e.g. after lora.inject); returns `model`. All default to off: the readable path.
+    `first_token_only` is a Classifier's: with [CLS] pooling its last layer computes position 0 only."""
+    classifiers = [m for m in model.modules() if isinstance(m, Classifier)]
+    if first_token_only and not classifiers:
+        raise ValueError(f"first_token_only needs a minibert Classifier inside {type(model).__name__}: it changes "
+                         "what the last layer returns, which only a [CLS] head may ignore")
+    if first_token_only and (pools := {m.config.pooling for m in classifiers} - {"cls"}):
+        raise ValueError(f"first_token_only needs pooling='cls'; this classifier pools {pools.pop()!r}, which "
+                         "reads every position of the last layer")
     found = False
     for m in model.modules():
+        if isinstance(m, Classifier):
+            m.first_token_only = first_token_only
         if isinstance(m, Encoder):
             m.skip_full_mask = skip_full_mask
             found = True

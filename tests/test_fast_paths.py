@@ -83,11 +83,35 @@ def test_bf16_residual_is_a_no_op_in_float32_and_bf16_under_autocast(name):
     torch.testing.assert_close(fast_logits.float(), our_logits.float(), atol=0.05, rtol=0.05)
 
 
+@pytest.mark.parametrize("name", CONFIGS)
+def test_first_token_only_matches_readable_path(name):
+    """A [CLS] classifier whose last layer computes position 0 only gives the same logits on a padded batch; the
+    encoder then returns one position, (B, 1, D), equal to position 0 of the full last hidden state."""
+    ours = perturbed(CONFIGS[name])
+    fast = set_fast_paths(copy.deepcopy(ours), first_token_only=True)
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(ids, mask), ours(ids, mask), atol=1e-5, rtol=0)
+        first = fast.encoder(ids, mask, first_token_only=True)
+        assert first.shape == (4, 1, 32)
+        torch.testing.assert_close(first, ours.encoder(ids, mask)[:, :1], atol=1e-5, rtol=0)
+
+
+def test_first_token_only_refuses_what_reads_other_positions():
+    """Mean pooling reads every position of the last layer, and a bare encoder's caller may too: both refused."""
+    mean = minibert.build_classifier(CONFIGS["distilbert-sdpa"].with_(pooling="mean"))
+    with pytest.raises(ValueError, match="pooling='cls'.*'mean'"):
+        set_fast_paths(mean, first_token_only=True)
+    with pytest.raises(ValueError, match="needs a minibert Classifier inside Encoder"):
+        set_fast_paths(perturbed(CONFIGS["distilbert-sdpa"]).encoder, first_token_only=True)
+
+
 def test_fast_paths_gradients_match():
-    """With dropout off, every parameter's gradient through both fast paths equals the readable path's (<= 1e-5)."""
+    """With dropout off, every parameter's gradient through the fast paths equals the readable path's (<= 1e-5):
+    the outputs a [CLS] head ignores carried no gradient, so computing only position 0 changes none."""
     config = CONFIGS["distilbert-sdpa"].with_(dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0)
     ours = perturbed(config).train()
-    fast = set_fast_paths(copy.deepcopy(ours), fused_qkv=True, skip_full_mask=True).train()
+    fast = set_fast_paths(copy.deepcopy(ours), fused_qkv=True, skip_full_mask=True, first_token_only=True).train()
     ids, mask = padded_batch()
     labels = torch.tensor([0, 1, 1, 0])
     for model in (ours, fast):
@@ -114,8 +138,9 @@ def test_fast_paths_keep_parameter_names_and_default_off():
     """The fast paths add no parameter (checkpoint and LoRA names unchanged) and are off unless asked for."""
     ours = perturbed(CONFIGS["bert-sdpa"])
     assert not ours.encoder.skip_full_mask and not ours.encoder.layers[0].attention.fused_qkv
-    assert not ours.encoder.layers[0].sa_layer_norm.cast_to_autocast_dtype
-    fast = set_fast_paths(copy.deepcopy(ours), fused_qkv=True, skip_full_mask=True, bf16_residual=True)
+    assert not ours.encoder.layers[0].sa_layer_norm.cast_to_autocast_dtype and not ours.first_token_only
+    fast = set_fast_paths(copy.deepcopy(ours), fused_qkv=True, skip_full_mask=True, bf16_residual=True,
+                          first_token_only=True)
     assert list(fast.state_dict()) == list(ours.state_dict())
 
 

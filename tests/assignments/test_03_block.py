@@ -1,6 +1,6 @@
 """Assignment 03, the encoder block: post-LayerNorm residual wiring around attention and the feed-forward network.
 
-Graded code: minibert/block.py `FeedForward.forward` and `Block.forward` (region `block`). The reference is
+Graded code: minibert/block.py `FeedForward.forward`, `Block.forward` and `Block.first_token` (region `block`). The reference is
 transformers' DistilBERT `TransformerBlock` / `FFN` holding the same weights (our parameter names are theirs, so
 one `load_state_dict` copies them). Our block is built with attention="sdpa": torch's fused kernel, not the
 `attend` of assignment 02, so only the block's own code is graded here. Docs: docs/assignments/03-block.md.
@@ -83,6 +83,16 @@ def test_block_without_mask_matches_transformers():
     ours, theirs = pair()
     x = torch.randn(B, T, D)
     assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-4)
+
+
+def test_first_token_is_the_block_at_position_0():
+    """Block.first_token(x, mask) is TransformerBlock's output at position 0 alone, (B, 1, D): the query runs on
+    one token, but every position still answers as a key and a value (dropping them would change the output)."""
+    ours, theirs = pair()
+    x, mask = inputs()
+    first = ours.first_token(x, mask)
+    assert first.shape == (B, 1, D)
+    assert_close(first, theirs(x, their_mask(theirs, x, mask))[:, :1], atol=1e-5, rtol=1e-4)
 
 
 def test_block_gradients_match_transformers():
