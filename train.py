@@ -193,6 +193,8 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
             run.truncate(resume_from["metrics_lines"])
         train_state.set_rng_state(resume_from["rng"][rank])
         say(f"resumed at epoch {epoch + 1}, batch {start_batch}, step {step}")
+    if cfg.cls_only:  # the last layer computes position 0 only (minibert/block.py Block.first_token)
+        minibert.model.set_fast_paths(model, first_token_only=True)
     if cfg.compile:
         minibert.model.compile_model(model)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else None

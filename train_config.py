@@ -52,6 +52,9 @@ class RunConfig:
                                                               "256 on CUDA"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model (fewer, fused GPU kernels; the "
                                                            "first steps pay tens of seconds of compilation)"})
+    cls_only: bool = field(default=False, metadata={"help": "compute the last layer at the [CLS] position only, "
+                                                            "the one the head reads: the same logits and gradients, "
+                                                            "that layer at ~1/6 of its cost (needs --pooling cls)"})
     cuda_graphs: bool = field(default=False, metadata={"help": "CUDA only: replay each training step's forward and "
                                                                "backward as recorded CUDA graphs, one per batch shape; "
                                                                "for small models that wait on kernel launches"})
@@ -104,6 +107,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
     if cfg.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda, but torch sees no CUDA device")
+    if cfg.cls_only and cfg.pooling != "cls":
+        sys.exit(f"--cls-only needs --pooling cls: --pooling {cfg.pooling} reads every position of the last layer")
     if cfg.cuda_graphs and cfg.device != "cuda":
         sys.exit("--cuda-graphs needs --device cuda (CUDA graphs record GPU kernels)")
     defaults = DEVICE_DEFAULTS[cfg.device]

@@ -12,10 +12,10 @@ trains on (minibert.data.prepare_imdb: 20,000 of the 25,000; the other 5,000 are
 reads the loss only every 50 steps, so it does not wait for the GPU after each step: its best case, no handicap.
 
 minibert runs as a user runs it, `python train.py ...` in a subprocess, once per variant (`eager`: the defaults;
-`eager8`: --pad-multiple 8; `graphs`: --cuda-graphs; `graphs32`: --cuda-graphs --pad-multiple 32), and its
-report.json gives the numbers; a later call with the same --out adds its runs to the same table. Rows: training
-samples/s (train.py's train_seconds: the optimizer steps, without validation and checkpoints; a second row counts
-the whole loop with them), and test accuracy on the same test reviews.
+`eager8`: --pad-multiple 8; `graphs`: --cuda-graphs; `graphs32`: --cuda-graphs --pad-multiple 32; `graphs-cls`:
+--cuda-graphs --cls-only), and its report.json gives the numbers; a later call with the same --out adds its runs
+to the same table. Rows: training samples/s (train.py's train_seconds: the optimizer steps, without validation
+and checkpoints; a second row counts the whole loop with them), and test accuracy on the same test reviews.
 """
 
 import argparse
@@ -39,7 +39,7 @@ from .common import REPO  # noqa: E402
 from .timing import Row, format_table  # noqa: E402
 
 VARIANTS = {"eager": [], "eager8": ["--pad-multiple", "8"], "graphs": ["--cuda-graphs"],
-            "graphs32": ["--cuda-graphs", "--pad-multiple", "32"]}
+            "graphs32": ["--cuda-graphs", "--pad-multiple", "32"], "graphs-cls": ["--cuda-graphs", "--cls-only"]}
 
 
 def parse_args(argv):
@@ -48,7 +48,7 @@ def parse_args(argv):
     parser.add_argument("--data", required=True, help="IMDB folder (train/test parquet)")
     parser.add_argument("--out", type=Path, default=Path("runs/imdb_job"), help="where the runs and JSON go")
     parser.add_argument("--order", default="graphs,reference,eager",
-                        help="what to run, in this order: reference and/or minibert variants (eager, graphs)")
+                        help=f"what to run, in this order: reference and/or minibert variants ({', '.join(VARIANTS)})")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--max-samples", default="all", help="train + val reviews (train.py's flag)")
     parser.add_argument("--eval-samples", default="all", help="test reviews (train.py's flag)")

@@ -173,6 +173,29 @@ def test_tiny_model_overfits_32_reviews(imdb_dir, tiny_dir):
     assert after["accuracy"] == 1.0 and after["loss"] < before["loss"] / 5, (before, after)
 
 
+def test_cls_only_trains_the_same_weights(imdb_dir, tmp_path):
+    """--cls-only (the last layer at [CLS] only) changes the work, not the training: without dropout, two runs end
+    with the same weights and test loss. And it is refused with mean pooling, which reads every position."""
+    from safetensors.torch import load_file
+
+    no_dropout = tmp_path / "tiny"
+    write_config(TINY.with_(dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0), no_dropout)
+    reports, weights = [], []
+    for extra in ([], ["--cls-only"]):
+        out = tmp_path / f"run{len(extra)}"
+        reports.append(train.main(["--data", str(imdb_dir), "--init", "random", "--model", str(no_dropout),
+                                   "--max-samples", "40", "--eval-samples", "16", "--max-len", "64", "--batch-size",
+                                   "8", "--epochs", "1", "--lr", "1e-3", "--device", "cpu", "--out", str(out),
+                                   *extra]))
+        weights.append(load_file(out / "model" / "model.safetensors"))
+    assert json.loads((tmp_path / "run1" / "run_config.json").read_text())["cls_only"] is True
+    for name in weights[0]:
+        torch.testing.assert_close(weights[1][name], weights[0][name], atol=1e-5, rtol=1e-4, msg=name)
+    assert abs(reports[1]["test_loss"] - reports[0]["test_loss"]) < 1e-5
+    with pytest.raises(SystemExit, match="--cls-only needs --pooling cls"):
+        train.resolve(train.parse_args(["--device", "cpu", "--cls-only", "--pooling", "mean"]))
+
+
 def test_predict_cli(reference_run, capsys):
     """`python -m minibert.predict RUN_DIR text...` prints a label and a probability per text, in order."""
     from minibert import predict
