@@ -24,8 +24,7 @@ import torch
 
 from minibert.model import compile_model, set_fast_paths
 
-from . import common
-from .inference import predict_all
+from . import common, inference
 from .timing import Row, format_table, interleaved, median, sync_for
 
 # Dense bf16 tensor-core peaks, TFLOP/s, from NVIDIA's data sheets (without sparsity). First match wins.
@@ -167,15 +166,15 @@ def gpu_profile(step, steps: int, top: int = 25) -> str:
     if not kernels:
         return "  no GPU kernel was recorded"
     kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
-    total = sum(e.self_device_time_total for e in kernels) / 1e3 / steps  # ms per step
+    ms = {e.key: e.self_device_time_total / 1e3 / steps for e in kernels}  # kernel name -> GPU ms per step
+    total = sum(ms.values())
     lines = [f"  GPU time of one step: {total:.2f} ms in {sum(e.count for e in kernels) // steps} kernel launches"]
     for e in kernels[:top]:
-        ms = e.self_device_time_total / 1e3 / steps
-        lines.append(f"  {ms:7.3f} ms {100 * ms / total:5.1f}%  x{e.count // steps:<4d} {kernel_kind(e.key):28s} "
-                     f"{e.key[:90]}")
+        lines.append(f"  {ms[e.key]:7.3f} ms {100 * ms[e.key] / total:5.1f}%  x{e.count // steps:<4d} "
+                     f"{kernel_kind(e.key):28s} {e.key[:90]}")
     by_kind: dict[str, float] = {}
-    for e in kernels:
-        by_kind[kernel_kind(e.key)] = by_kind.get(kernel_kind(e.key), 0.0) + e.self_device_time_total / 1e3 / steps
+    for key, t in ms.items():
+        by_kind[kernel_kind(key)] = by_kind.get(kernel_kind(key), 0.0) + t
     lines.append("  by kind: " + ", ".join(f"{kind} {ms:.2f} ms ({100 * ms / total:.0f}%)"
                                            for kind, ms in sorted(by_kind.items(), key=lambda kv: -kv[1])))
     return "\n".join(lines)
@@ -197,20 +196,13 @@ def sorted_random_batches(n_batches: int, batch_size: int, max_len: int, device:
 
 def inference_rows(model_name: str, n_batches: int, batch_size: int, seq_len: int, repeats: int,
                    device: str = "cuda") -> list[Row]:
-    """Throughput over random-length rows sorted by length (as evaluation sorts real reviews)."""
+    """Throughput over random-length rows sorted by length (as evaluation sorts real reviews): section 2's
+    measurement, on random weights and rows (the GPU machine has neither the weights nor IMDB)."""
     batches = sorted_random_batches(n_batches, batch_size, seq_len, device)
-    ours = common.build_ours(model_name, device, pretrained=False)
-    theirs = common.Logits(common.theirs_from(ours, ("sdpa",), device)["sdpa"])
-    cls_only = set_fast_paths(copy.deepcopy(ours), first_token_only=True)  # the head reads position 0 only
-    runs = {"minibert": predict_all(ours, batches), "cls only": predict_all(cls_only, batches),
-            "transformers": predict_all(theirs, batches)}
-    seconds = {k: median(v) for k, v in interleaved(runs, 1, repeats, sync_for(device)).items()}
-    n = n_batches * batch_size
     short = "MiniLM" if model_name == common.MINILM else "distilbert-base"
-    name = f"CUDA inference {short} bf16, {n} random-length rows <= {seq_len}, batch {batch_size}"
-    return [Row(name, n / seconds["minibert"], n / seconds["transformers"], "rows/s", ">= 1.0"),
-            Row(f"{name}: last layer at [CLS] only", n / seconds["cls only"], n / seconds["transformers"], "rows/s",
-                ">= 1.0")]
+    name = f"CUDA inference {short} bf16, {n_batches * batch_size} random-length rows <= {seq_len}, batch {batch_size}"
+    return inference.inference_rows(model_name, batches, repeats, device, sync_for(device), pretrained=False,
+                                    name=name, unit="rows/s")
 
 
 PARTS = ("mfu", "minilm", "inference", "adapters")

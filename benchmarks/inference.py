@@ -47,10 +47,11 @@ def predict_all(model, batches: list[dict]):
     return run
 
 
-def inference_rows(model_name: str, batches: list[dict], repeats: int, device: str = "cpu",
-                   sync=lambda: None) -> list[Row]:
-    """Warm-up: one batch through each model (first-call costs: kernel selection, allocator); then whole passes."""
-    ours = common.build_ours(model_name, device)
+def inference_rows(model_name: str, batches: list[dict], repeats: int, device: str = "cpu", sync=lambda: None,
+                   pretrained: bool = True, name: str | None = None, unit: str = "reviews/s") -> list[Row]:
+    """Warm-up: one batch through each model (first-call costs: kernel selection, allocator); then whole passes.
+    `pretrained=False`: the architecture with random weights (the same speed; for a machine without the weights)."""
+    ours = common.build_ours(model_name, device, pretrained=pretrained)
     models = {"minibert": ours, "cls only": set_fast_paths(copy.deepcopy(ours), first_token_only=True),
               "sdpa": common.Logits(common.theirs_from(ours, ("sdpa",), device)["sdpa"])}
     n = sum(len(b["input_ids"]) for b in batches)
@@ -61,6 +62,6 @@ def inference_rows(model_name: str, batches: list[dict], repeats: int, device: s
     rate = {k: n / median(v) for k, v in seconds.items()}
     short = "MiniLM" if model_name == common.MINILM else "distilbert-base"
     batch = len(batches[0]["input_ids"])
-    name = f"inference {short}, {n} reviews, batch {batch}, sorted, max {T} tok"
-    return [Row(name, rate["minibert"], rate["sdpa"], "reviews/s", ">= 1.0"),
-            Row(f"{name}: last layer at [CLS] only", rate["cls only"], rate["sdpa"], "reviews/s", ">= 1.0")]
+    name = name or f"inference {short}, {n} reviews, batch {batch}, sorted, max {T} tok"
+    return [Row(name, rate["minibert"], rate["sdpa"], unit, ">= 1.0"),
+            Row(f"{name}: last layer at [CLS] only", rate["cls only"], rate["sdpa"], unit, ">= 1.0")]

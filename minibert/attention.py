@@ -63,11 +63,13 @@ class MultiHeadSelfAttention(nn.Module):
                 queries: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, D) -> (B, T, D). `queries` (B, Tq, D): only these positions ask (their outputs come back,
         (B, Tq, D)); every position of x still answers as a key and a value. Used by Block.first_token."""
-        B, T, D = x.shape  # x: (B, T, D)
-        if self.can_fuse() and queries is None:
+        fused = self.can_fuse() and queries is None  # one matmul needs q, k and v from the same input
+        queries = x if queries is None else queries
+        B, Tq, D = queries.shape  # x: (B, T, D); queries: (B, Tq, D), Tq = T unless a few positions ask
+        if fused:
             q, k, v = self.fused_projections(x)  # each (B, H, T, Dh)
         else:
-            q = self.split_heads(self.q_lin(x if queries is None else queries))  # (B, H, Tq, Dh)
+            q = self.split_heads(self.q_lin(queries))  # (B, H, Tq, Dh)
             k = self.split_heads(self.k_lin(x))  # (B, H, T, Dh)
             v = self.split_heads(self.v_lin(x))  # (B, H, T, Dh)
         bias = None if attention_mask is None else padding_bias(attention_mask, q.dtype)  # (B, 1, 1, T)
@@ -75,11 +77,11 @@ class MultiHeadSelfAttention(nn.Module):
 
         if self.use_sdpa:
             # The same formula in one fused kernel (flash / memory-efficient / C++ math, chosen by torch).
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)  # (B, H, T, Dh)
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)  # (B, H, Tq, Dh)
         else:
-            context = self.attend(q, k, v, bias, dropout)  # (B, H, T, Dh)
+            context = self.attend(q, k, v, bias, dropout)  # (B, H, Tq, Dh)
 
-        context = context.transpose(1, 2).reshape(B, q.shape[2], D)  # heads side by side again: (B, Tq, D)
+        context = context.transpose(1, 2).reshape(B, Tq, D)  # heads side by side again: (B, Tq, D)
         return self.out_lin(context)  # (B, Tq, D)
 
     def fused_projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
