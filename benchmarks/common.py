@@ -6,6 +6,7 @@
   ours does; every timed function then calls ours and theirs the same way.
 - `train_step(model, optimizer, batch)`: forward -> cross-entropy -> backward -> clip -> AdamW step -> zero_grad,
   the order of train.py's loop, in bf16 autocast on CUDA (fp32 master weights) and plain fp32 on CPU.
+- `whole_step_graph(model, batch)`: that whole step recorded once as a CUDA graph and replayed (CUDA only).
 transformers and peft are imported inside functions: `--cuda-only` and the data rows never pay for them twice.
 """
 
@@ -105,22 +106,41 @@ def tokenized_batch(tokenizer, texts: list[str], max_length: int, device: str = 
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def make_optimizer(model: nn.Module) -> torch.optim.AdamW:
+def make_optimizer(model: nn.Module, capturable: bool = False) -> torch.optim.AdamW:
     """AdamW on the trainable parameters, the same for ours and theirs. On CUDA the fused kernel (one launch for
     all parameters; transformers' Trainer default with torch >= 2.8); on CPU torch's default (per-parameter loop:
-    fused=True measured no faster there, 2.51 vs 2.52 s per MiniLM step)."""
+    fused=True measured no faster there, 2.51 vs 2.52 s per MiniLM step). `capturable`: the step count lives on
+    the GPU, so a CUDA graph may record optimizer.step()."""
     trainable = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(trainable, lr=5e-5, weight_decay=0.01, fused=trainable[0].is_cuda or None)
+    return torch.optim.AdamW(trainable, lr=5e-5, weight_decay=0.01, fused=trainable[0].is_cuda or None,
+                             capturable=capturable)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, set_to_none: bool = True) -> None:
-    """`set_to_none=False` for a CUDA-graph runner, which needs .grad to stay our own buffer (cuda_graphs.py)."""
+def clip_in_adamw(optimizer: torch.optim.Optimizer, params: list, max_norm: float) -> None:
+    """clip_grad_norm_'s rescale, done by the fused AdamW kernel as it reads each gradient.
+
+    clip_grad_norm_ makes two passes over the gradients: one for their norm, one to multiply them by
+    min(1, max_norm / norm). The fused kernel already divides every gradient by `optimizer.grad_scale` when that
+    is set (the attribute torch.amp.GradScaler sets to unscale fp16 gradients), so dividing by
+    max(1, norm / max_norm) there is the same update without the second pass. Only for fused Adam/AdamW."""
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params])  # clip_grad_norm_'s first pass
+    optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0)  # the epsilon of clip_grad_norm_
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, set_to_none: bool = True,
+               clip_in_optimizer: bool = False, max_norm: float = 1.0) -> None:
+    """`set_to_none=False` for a CUDA-graph runner, which needs .grad to stay our own buffer (cuda_graphs.py).
+    `clip_in_optimizer`: clip_in_adamw instead of clip_grad_norm_ (fused AdamW only)."""
     device = batch["input_ids"].device.type
     with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
         logits = model(batch["input_ids"], batch["attention_mask"])  # (B, C)
     loss = F.cross_entropy(logits.float(), batch["labels"])
     loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if clip_in_optimizer:
+        clip_in_adamw(optimizer, trainable, max_norm)
+    else:
+        torch.nn.utils.clip_grad_norm_(trainable, max_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=set_to_none)
 
@@ -140,6 +160,37 @@ def stepper(model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer | No
     def run():
         for _ in range(steps):
             train_step(forward, optimizer, batch, set_to_none=not cuda_graphs)
+    return run
+
+
+def whole_step_graph(model: nn.Module, batch: dict, steps: int = 1, clip_in_optimizer: bool = False,
+                     warmup: int = 3):
+    """Like `stepper`, but each step is ONE replay of a CUDA graph that holds the whole step: forward, loss,
+    backward, clipping and AdamW. (minibert.cuda_graphs records forward and backward only; the optimizer still
+    launches its kernels from Python there, and the backward adds into .grad buffers of our own.)
+
+    What recording the whole step asks for, following torch.cuda.graph's documentation:
+    - fixed inputs: every replay reads `batch` where it lies (the MFU step trains on one batch shape);
+    - a capturable optimizer: its step count is a GPU tensor that the graph increments;
+    - warm-up steps on a side stream first: compilation, optimizer state, cuBLAS/cuDNN plans all happen there,
+      outside the recording;
+    - gradients that are None when recording starts: the recorded backward then writes (not adds) them into
+      the graph's own memory, the recorded optimizer reads them there, and every replay overwrites them."""
+    model.train()
+    optimizer = make_optimizer(model, capturable=True)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            train_step(model, optimizer, batch, clip_in_optimizer=clip_in_optimizer)  # ends with .grad = None
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        train_step(model, optimizer, batch, clip_in_optimizer=clip_in_optimizer)
+
+    def run():
+        for _ in range(steps):
+            graph.replay()
     return run
 
 

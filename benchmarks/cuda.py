@@ -95,6 +95,20 @@ def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compi
     if autotune:
         makers["minibert fast + compile max-autotune"] = lambda: common.stepper(
             fast(True, mode="max-autotune-no-cudagraphs"), batch, steps=steps_per_call)
+    # One CUDA graph for forward, backward, clipping and AdamW (common.whole_step_graph): no launch gaps left.
+    # Recorded last: a recording that fails must not leave the GPU in a state that costs the rows above.
+    makers["minibert fast + whole-step graph"] = lambda: common.whole_step_graph(fast(), batch, steps_per_call)
+    if compile:
+        makers["minibert fast + compile + bf16 residual + whole-step graph"] = lambda: common.whole_step_graph(
+            fast(True, bf16_residual=True), batch, steps_per_call)
+        makers["minibert fast + compile + bf16 residual + whole-step graph + clip in AdamW"] = \
+            lambda: common.whole_step_graph(fast(True, bf16_residual=True), batch, steps_per_call,
+                                            clip_in_optimizer=True)
+        # inductor draws each dropout element with its own Philox call (tl.rand) inside the fused norm kernels;
+        # align_random_eager draws them as eager dropout does (4 numbers a call), the fusion kept
+        makers["minibert fast + compile + bf16 residual + whole-step graph + clip in AdamW + eager-style RNG"] = \
+            lambda: common.whole_step_graph(fast(True, bf16_residual=True, options={"align_random_eager": True}),
+                                            batch, steps_per_call, clip_in_optimizer=True)
     steps = {}
     for name, make in makers.items():
         start = time.perf_counter()

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Every GPU check in one run, about 10 minutes on one H100/H200 (docs/benchmarks.md, "Section 6"):
+#   tests  the tests marked `gpu` (NF4 bit-exactness on CUDA, CUDA graphs, the benchmark's whole-step graph)
+#   mfu    bench.py's CUDA MFU step (distilbert-base 32 x 512), every candidate, the best one's kernel profile
+#   job    the IMDB job: train.py --cuda-graphs with --cls-only, then a plain transformers loop, then without
+#   rest   the other CUDA rows: MiniLM step, inference, LoRA / QLoRA (these with bitsandbytes)
+# Each part has its own time limit and writes into OUT as it goes; a failing part does not stop the next.
+#
+#   bash benchmarks/gpu_check.sh [IMDB folder] [OUT folder]      # defaults: ../shared/data/imdb, runs/gpu_check
+#   PARTS=mfu,job bash benchmarks/gpu_check.sh ...               # only these parts
+#
+# The IMDB job's run folders (checkpoints included) go to $RUNS (default OUT/imdb_job); its two JSON reports are
+# copied into OUT. Parts whose needs are missing (bitsandbytes, the IMDB folder) say so and are left out.
+set -u
+DATA=${1:-../shared/data/imdb}
+OUT=${2:-runs/gpu_check}
+RUNS=${RUNS:-$OUT/imdb_job}
+PARTS=${PARTS:-tests,mfu,job,rest}
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+mkdir -p "$OUT"
+T0=$(date +%s)
+log() { echo "[+$(( $(date +%s) - T0 )) s] $*" | tee -a "$OUT/gpu_check.txt"; }
+wanted() { [[ ",$PARTS," == *",$1,"* ]]; }
+has_bnb() { $PY -c "import bitsandbytes, peft" 2>/dev/null; }
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$OUT/gpu_check.txt"
+$PY -c "import torch, transformers; print('torch', torch.__version__, 'cudnn', torch.backends.cudnn.version(),
+'transformers', transformers.__version__)" 2>&1 | tee -a "$OUT/gpu_check.txt"
+
+if wanted tests; then
+    tests=(tests/test_cuda_graphs.py tests/test_benchmark_steps.py)
+    if has_bnb; then
+        tests+=(tests/test_nf4.py tests/test_quant_model.py tests/test_lora_adapter.py)
+    else
+        log "bitsandbytes or peft missing: the NF4 and adapter GPU tests are left out"
+    fi
+    timeout 120 $PY -m pytest -q -m gpu "${tests[@]}" 2>&1 | tail -5 | tee -a "$OUT/gpu_check.txt"
+    log "tests done"
+fi
+
+if wanted mfu; then
+    timeout 240 $PY bench.py --cuda-only --cuda-parts mfu --profile --json "$OUT/bench_mfu.json" 2>&1 \
+        | grep -v "^{" > "$OUT/bench_mfu.txt"
+    tail -50 "$OUT/bench_mfu.txt"
+    log "mfu done"
+fi
+
+if wanted job; then
+    if [ -d "$DATA" ]; then
+        timeout 170 $PY -m benchmarks.imdb_job --data "$DATA" --out "$RUNS" --order graphs-cls,reference,graphs \
+            --timeout 80 2>&1 | grep -v "it/s\]\|batch/s\]" > "$OUT/imdb_job.txt"
+        tail -15 "$OUT/imdb_job.txt"
+        cp "$RUNS/reports.json" "$RUNS/imdb_job.json" "$OUT/" 2>/dev/null
+    else
+        log "no IMDB folder at $DATA: the IMDB job is left out"
+    fi
+    log "job done"
+fi
+
+if wanted rest; then
+    parts=minilm,inference
+    has_bnb && parts=$parts,adapters
+    timeout 120 $PY bench.py --cuda-only --cuda-parts $parts --json "$OUT/bench_rest.json" 2>&1 | grep -v "^{" \
+        | tail -25 | tee "$OUT/bench_rest.txt"
+    log "rest done"
+fi

@@ -1,0 +1,73 @@
+"""The benchmark's own training steps (benchmarks/common.py) train like the plain step they are timed against.
+
+A faster step is only worth timing if it computes the same update. On CPU: clipping inside the fused AdamW kernel
+(`clip_in_adamw`) gives the weights of clip_grad_norm_ followed by AdamW. On a GPU (`-m gpu`): replaying the whole
+step (forward, backward, clipping, AdamW) from one CUDA graph gives the weights of the same steps run eagerly.
+"""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import minibert
+from benchmarks import common
+
+VOCAB = 1100  # common.random_batch draws token ids from 1000 up
+TINY = dict(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64)
+
+
+def tiny_model(device: str = "cpu") -> minibert.Classifier:
+    """No dropout: two runs of the same steps must then compute the same numbers."""
+    torch.manual_seed(0)
+    config = minibert.Config(**TINY, dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0)
+    return minibert.build_classifier(config).to(device).train()
+
+
+def tiny_batch(device: str = "cpu") -> dict:
+    return common.random_batch(8, 16, vocab_size=VOCAB, device=device, padded=True)
+
+
+def grad_norm(model: torch.nn.Module, batch: dict) -> float:
+    model = copy.deepcopy(model)
+    F.cross_entropy(model(batch["input_ids"], batch["attention_mask"]), batch["labels"]).backward()
+    return torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]).item()
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module, **tolerance) -> None:
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, msg=name, **tolerance)
+
+
+def test_clipping_inside_adamw_gives_the_weights_of_clip_grad_norm():
+    plain, folded = tiny_model(), tiny_model()
+    batch = tiny_batch()
+    max_norm = 0.1
+    opt_plain = torch.optim.AdamW(plain.parameters(), lr=1e-2, weight_decay=0.01, fused=True)
+    opt_folded = torch.optim.AdamW(folded.parameters(), lr=1e-2, weight_decay=0.01, fused=True)
+    for _ in range(3):
+        norm = grad_norm(plain, batch)
+        assert norm > max_norm, f"gradient norm {norm:.3f}: clipping would do nothing and prove nothing"
+        common.train_step(plain, opt_plain, batch, max_norm=max_norm)
+        common.train_step(folded, opt_folded, batch, max_norm=max_norm, clip_in_optimizer=True)
+    assert_same_weights(plain, folded, atol=1e-6, rtol=1e-5)
+    assert not torch.equal(plain.classifier.weight, tiny_model().classifier.weight)  # the steps did train
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("clip_in_optimizer", [False, True])
+def test_a_whole_step_graph_trains_like_eager_steps(clip_in_optimizer):
+    """Recording runs 3 warm-up steps; after 2 replays the weights are those of 5 eager steps."""
+    eager = tiny_model("cuda")
+    graphed = copy.deepcopy(eager)
+    batch = tiny_batch("cuda")
+    replay = common.whole_step_graph(graphed, batch, clip_in_optimizer=clip_in_optimizer, warmup=3)
+    replay()
+    replay()
+    optimizer = common.make_optimizer(eager)
+    for _ in range(5):
+        common.train_step(eager, optimizer, batch)
+    torch.cuda.synchronize()
+    assert_same_weights(eager, graphed, atol=1e-5, rtol=1e-4)
+    assert not torch.equal(eager.classifier.weight, tiny_model("cuda").classifier.weight)
