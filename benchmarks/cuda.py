@@ -110,14 +110,18 @@ def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compi
             lambda: common.whole_step_graph(fast(True, bf16_residual=True), batch, steps_per_call,
                                             clip_in_optimizer=True)
         # inductor draws each dropout element with its own Philox call (tl.rand) inside the fused norm kernels;
-        # align_random_eager draws them as eager dropout does (4 numbers a call), the fusion kept
-        makers["minibert fast + compile + bf16 residual + whole-step graph + clip in AdamW + eager-style RNG"] = \
-            lambda: common.whole_step_graph(fast(True, bf16_residual=True, options={"align_random_eager": True}),
-                                            batch, steps_per_call, clip_in_optimizer=True)
-        makers["minibert + compile + bf16 residual (Q/K/V unfused) + whole-step graph + clip in AdamW + " \
-               "eager-style RNG"] = lambda: common.whole_step_graph(
-            fast(True, bf16_residual=True, fused_qkv=False, options={"align_random_eager": True}), batch,
-            steps_per_call, clip_in_optimizer=True)
+        # align_random_eager (a newer inductor option) draws them as eager dropout does, 4 numbers a call
+        import torch._inductor.config as inductor_config
+
+        rng = {"options": {"align_random_eager": True}} if hasattr(inductor_config, "align_random_eager") else {}
+        rng_name = " + eager-style RNG" if rng else ""
+        if rng:
+            makers["minibert fast + compile + bf16 residual + whole-step graph + clip in AdamW" + rng_name] = \
+                lambda: common.whole_step_graph(fast(True, bf16_residual=True, **rng), batch, steps_per_call,
+                                                clip_in_optimizer=True)
+        makers["minibert + compile + bf16 residual (Q/K/V unfused) + whole-step graph + clip in AdamW" + rng_name] = \
+            lambda: common.whole_step_graph(fast(True, bf16_residual=True, fused_qkv=False, **rng), batch,
+                                            steps_per_call, clip_in_optimizer=True)
     steps = {}
     for name, make in makers.items():
         start = time.perf_counter()
