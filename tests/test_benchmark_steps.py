@@ -2,7 +2,8 @@
 
 A faster step is only worth timing if it computes the same update. On CPU: clipping inside the fused AdamW kernel
 (`clip_in_adamw`) gives the weights of clip_grad_norm_ followed by AdamW. On a GPU (`-m gpu`): replaying the whole
-step (forward, backward, clipping, AdamW) from one CUDA graph gives the weights of the same steps run eagerly.
+step (forward, backward, clipping, AdamW) from one CUDA graph gives the weights of the same steps run eagerly,
+compiled or not.
 """
 
 import copy
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 
 import minibert
 from benchmarks import common
+from minibert.model import compile_model
 
 VOCAB = 1100  # common.random_batch draws token ids from 1000 up
 TINY = dict(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64)
@@ -56,11 +58,14 @@ def test_clipping_inside_adamw_gives_the_weights_of_clip_grad_norm():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("clip_in_optimizer", [False, True])
-def test_a_whole_step_graph_trains_like_eager_steps(clip_in_optimizer):
-    """Recording runs 3 warm-up steps; after 2 replays the weights are those of 5 eager steps."""
+@pytest.mark.parametrize("compiled, clip_in_optimizer", [(False, False), (False, True), (True, True)])
+def test_a_whole_step_graph_trains_like_eager_steps(compiled, clip_in_optimizer):
+    """Recording runs 3 warm-up steps; after 2 replays the weights are those of 5 eager steps. `compiled`: both
+    sides torch.compile'd, so the graph records inductor's kernels, as in the MFU candidates."""
     eager = tiny_model("cuda")
     graphed = copy.deepcopy(eager)
+    if compiled:
+        eager, graphed = compile_model(eager, dynamic=False), compile_model(graphed, dynamic=False)
     batch = tiny_batch("cuda")
     replay = common.whole_step_graph(graphed, batch, clip_in_optimizer=clip_in_optimizer, warmup=3)
     replay()
