@@ -43,6 +43,7 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module, **tolerance) -> 
 
 
 def test_clipping_inside_adamw_gives_the_weights_of_clip_grad_norm():
+    """Three steps, each with a gradient norm above max_norm, so that the rescale is at work in every one."""
     plain, folded = tiny_model(), tiny_model()
     batch = tiny_batch()
     max_norm = 0.1
