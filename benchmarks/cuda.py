@@ -21,6 +21,7 @@ import dataclasses
 import time
 
 import torch
+import torch._inductor.config as inductor_config
 
 from minibert.model import compile_model, set_fast_paths
 
@@ -60,7 +61,8 @@ def step_flops(model, batch_size: int, seq_len: int) -> float:
 def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compile: bool,
                   peak: float | None, measured_peak: float, device: str = "cuda", steps_per_call: int = 5,
                   autotune: bool = False, profile: bool = False) -> list[Row]:
-    """Step time of ours (default, fast paths, + CUDA graphs, + torch.compile) and transformers sdpa; TFLOP/s, MFU.
+    """Step time of ours (default, fast paths, + CUDA graphs, + torch.compile, + whole-step graphs) and transformers
+    sdpa; TFLOP/s, MFU.
 
     The rows are full-length (no padding), so neither side gets a mask, as train.py's to_device drops an all-ones
     mask: SDPA may then pick its flash kernel on both sides. Each timed call runs `steps_per_call` steps back to
@@ -111,8 +113,6 @@ def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compi
                                             clip_in_optimizer=True)
         # inductor draws each dropout element with its own Philox call (tl.rand) inside the fused norm kernels;
         # align_random_eager (a newer inductor option) draws them as eager dropout does, 4 numbers a call
-        import torch._inductor.config as inductor_config
-
         rng = {"options": {"align_random_eager": True}} if hasattr(inductor_config, "align_random_eager") else {}
         rng_name = " + eager-style RNG" if rng else ""
         if rng:
