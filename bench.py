@@ -125,8 +125,9 @@ def cpu_sections(args, wanted: set) -> list:
         from benchmarks.epoch import epoch_rows
 
         section("5. one epoch: length-bucketed vs random batches")
-        texts = common.imdb_texts(data, n=500 if quick else 2000, seed=3)
-        rows += show(epoch_rows(tokenizer, texts, 16, 512, tiny=quick))
+        train = common.imdb_reviews(data, n=500 if quick else 2000, seed=3)
+        test = None if quick else common.imdb_reviews(data, split="test", n=1000, seed=4)
+        rows += show(epoch_rows(tokenizer, train, 16, 512, tiny=quick, test=test))
     return rows
 
 

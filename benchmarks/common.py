@@ -91,13 +91,20 @@ def random_batch(batch_size: int, seq_len: int, vocab_size: int = 30522, device:
     return {k: v.to(device) for k, v in dict(input_ids=ids, attention_mask=mask, labels=labels).items()}
 
 
-def imdb_texts(data_dir: Path, split: str = "train", n: int | None = None, seed: int = 0) -> list[str]:
-    """`n` reviews of a seeded shuffle of the split (all of it, in file order, when n is None)."""
+def imdb_reviews(data_dir: Path, split: str = "train", n: int | None = None,
+                 seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """`n` reviews of a seeded shuffle of the split (all of it, in file order, when n is None) and their labels
+    (0 = negative, 1 = positive)."""
     from minibert.data import cache_root, load_raw_splits
 
     raw = load_raw_splits(data_dir, cache_root())[split]
     rows = np.arange(len(raw)) if n is None else np.random.default_rng(seed).permutation(len(raw))[:n]
-    return raw.read_texts(rows)
+    return raw.read_texts(rows), raw.labels[rows]
+
+
+def imdb_texts(data_dir: Path, split: str = "train", n: int | None = None, seed: int = 0) -> list[str]:
+    """The texts of imdb_reviews: for the measurements whose labels do not matter."""
+    return imdb_reviews(data_dir, split, n, seed)[0]
 
 
 def tokenized_batch(tokenizer, texts: list[str], max_length: int, device: str = "cpu") -> dict:

@@ -1,14 +1,22 @@
 """5. One training epoch with length-bucketed batches vs random batches padded to their longest review.
 
-Both runs see the same reviews (tokenized at max length 512), the same batch size and the same starting
-weights; only the batch order differs (`LengthBucketBatchSampler(bucket=True)` vs `bucket=False`). The two
-epochs are interleaved step by step (one bucketed step, then one random step, ...), so that machine load falls
-on both alike; each side's time is the sum of its own steps. The padding share is `padding_fraction`: the part
-of the (B, T) positions the model computes on that are [PAD].
+Both runs see the same reviews with their real labels (tokenized at max length 512), the same batch size, the
+same starting weights and train.py's schedule (10% warmup, then a linear decay to 0: a constant rate would leave
+each model where its last few batches pushed it, and the two orders end on different batches); only the batch
+order differs (`LengthBucketBatchSampler(bucket=True)` vs `bucket=False`).
+The two epochs are interleaved step by step (one bucketed step, then one random step, ...), so that machine load
+falls on both alike; each side's time is the sum of its own steps. The padding share is `padding_fraction`: the
+part of the (B, T) positions the model computes on that are [PAD].
+
+Faster must not mean worse: with `test` reviews given, each side's model is then evaluated on them, and the row
+gives both accuracies with the 95% interval of one accuracy measured on that many reviews (+-1.96 standard errors
+of a proportion): a difference well inside it is noise. (--quick trains a tiny random model, which learns
+nothing in one small epoch: it gets no accuracy row.)
 """
 
 import copy
 import itertools
+import math
 import time
 
 import numpy as np
@@ -16,6 +24,7 @@ import torch
 
 import minibert
 from minibert.batching import Collator, LengthBucketBatchSampler, padding_fraction
+from train import linear_warmup_decay
 
 from . import common
 from .timing import Row
@@ -25,10 +34,30 @@ from .timing import Row
 TINY = dict(dim=64, n_layers=1, n_heads=1, hidden_dim=256)
 
 
-def epoch_rows(tokenizer, texts: list[str], batch_size: int, max_length: int, tiny: bool) -> list[Row]:
+def labelled_examples(tokenizer, texts: list[str], labels: np.ndarray, max_length: int) -> list[dict]:
     ids = tokenizer.encode_batch(texts, max_length=max_length)
-    lengths = np.array([len(x) for x in ids])
-    examples = [{"input_ids": x, "labels": i % 2} for i, x in enumerate(ids)]
+    return [{"input_ids": x, "labels": int(y)} for x, y in zip(ids, labels)]
+
+
+@torch.inference_mode()
+def accuracy(model: torch.nn.Module, examples: list[dict], collate, batch_size: int = 64) -> float:
+    """Share of `examples` whose argmax logit is the label; batches of similar lengths (the answer does not
+    depend on the order, the time does)."""
+    model.eval()
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i]["input_ids"]))
+    correct = 0
+    for start in range(0, len(order), batch_size):
+        batch = collate([examples[i] for i in order[start:start + batch_size]])
+        logits = model(batch["input_ids"], batch["attention_mask"])  # (B, C)
+        correct += int((logits.argmax(-1) == batch["labels"]).sum())
+    return correct / len(examples)
+
+
+def epoch_rows(tokenizer, train: tuple[list[str], np.ndarray], batch_size: int, max_length: int, tiny: bool,
+               test: tuple[list[str], np.ndarray] | None = None) -> list[Row]:
+    """`train` and `test`: (texts, labels)."""
+    examples = labelled_examples(tokenizer, *train, max_length)
+    lengths = np.array([len(e["input_ids"]) for e in examples])
     collate = Collator(tokenizer.pad_id)
     if tiny:
         torch.manual_seed(0)
@@ -39,7 +68,9 @@ def epoch_rows(tokenizer, texts: list[str], batch_size: int, max_length: int, ti
     for bucket in (True, False):
         sampler = LengthBucketBatchSampler(lengths, batch_size, seed=0, bucket=bucket, shuffle=True)
         m = copy.deepcopy(model).train()
-        sides[bucket] = dict(batches=list(sampler), model=m, optimizer=common.make_optimizer(m), seconds=0.0)
+        optimizer = common.make_optimizer(m)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(len(sampler), 0.1))
+        sides[bucket] = dict(batches=list(sampler), model=m, optimizer=optimizer, schedule=schedule, seconds=0.0)
     for pair in itertools.zip_longest(sides[True]["batches"], sides[False]["batches"]):
         for bucket, indices in zip((True, False), pair):
             if indices is None:
@@ -48,12 +79,21 @@ def epoch_rows(tokenizer, texts: list[str], batch_size: int, max_length: int, ti
             start = time.perf_counter()
             batch = collate([examples[i] for i in indices])
             common.train_step(side["model"], side["optimizer"], batch)
+            side["schedule"].step()
             side["seconds"] += time.perf_counter() - start
     which = "quick: tiny 1-layer D=64 model" if tiny else "all-MiniLM-L6-v2"
-    n = len(texts)
-    return [
+    n = len(examples)
+    rows = [
         Row(f"epoch {n:,} reviews @{max_length}, batch {batch_size} ({which}): bucketed vs random",
             sides[True]["seconds"], sides[False]["seconds"], "s", "<= 0.67"),
         Row("padding share of that epoch: bucketed vs random", 100 * padding_fraction(sides[True]["batches"], lengths),
             100 * padding_fraction(sides[False]["batches"], lengths), "%", ""),
     ]
+    if test is not None and not tiny:
+        test_examples = labelled_examples(tokenizer, *test, max_length)
+        acc = {bucket: accuracy(side["model"], test_examples, collate) for bucket, side in sides.items()}
+        p, m = (acc[True] + acc[False]) / 2, len(test_examples)
+        interval = 100 * 1.96 * math.sqrt(p * (1 - p) / m)  # 95% interval of one accuracy on m reviews
+        rows.append(Row(f"test accuracy after that epoch ({m:,} test reviews, one accuracy +-{interval:.1f} pts at "
+                        f"95%): bucketed vs random", 100 * acc[True], 100 * acc[False], "%", "~1.0"))
+    return rows
