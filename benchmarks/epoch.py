@@ -41,13 +41,13 @@ def labelled_examples(tokenizer, texts: list[str], labels: np.ndarray, max_lengt
 
 @torch.inference_mode()
 def accuracy(model: torch.nn.Module, examples: list[dict], collate, batch_size: int = 64) -> float:
-    """Share of `examples` whose argmax logit is the label; batches of similar lengths (the answer does not
-    depend on the order, the time does)."""
+    """Share of `examples` whose argmax logit is the label, longest reviews first as train.py evaluates (the
+    sampler's evaluation order: least padding; the answer does not depend on the order, the time does)."""
     model.eval()
-    order = sorted(range(len(examples)), key=lambda i: -len(examples[i]["input_ids"]))
+    lengths = [len(e["input_ids"]) for e in examples]
     correct = 0
-    for start in range(0, len(order), batch_size):
-        batch = collate([examples[i] for i in order[start:start + batch_size]])
+    for indices in LengthBucketBatchSampler(lengths, batch_size, bucket=True, shuffle=False):
+        batch = collate([examples[i] for i in indices])
         logits = model(batch["input_ids"], batch["attention_mask"])  # (B, C)
         correct += int((logits.argmax(-1) == batch["labels"]).sum())
     return correct / len(examples)
