@@ -71,8 +71,9 @@ def machine() -> dict:
     return info
 
 
-def cpu_sections(args, wanted: set) -> list:
-    """Sections 1-5 on the CPU (fp32). Imports are local: --cuda-only needs no IMDB data and no datasets."""
+def cpu_sections(args, wanted: set, show) -> None:
+    """Sections 1-5 on the CPU (fp32), each section's rows handed to `show` as they come. Imports are local:
+    --cuda-only needs no IMDB data and no datasets."""
     import minibert
     from benchmarks import common
 
@@ -81,7 +82,6 @@ def cpu_sections(args, wanted: set) -> list:
         sys.exit(f"IMDB not found at {data}: pass --data DIR (a folder with train.parquet) or set MINIBERT_DATA")
     quick = args.quick
     tokenizer = minibert.load_tokenizer(common.MINILM)
-    rows = []
 
     def section(title: str):
         print(f"\n== {title}", flush=True)
@@ -92,11 +92,10 @@ def cpu_sections(args, wanted: set) -> list:
         section("1. training step, fp32 CPU")
         texts = common.imdb_texts(data, n=8, seed=1)
         batch = common.tokenized_batch(tokenizer, texts, 256)
-        rows += show(train_step_rows(common.MINILM, batch, 1, 3 if quick else 5, eager=not quick,
-                                     fast_paths=not quick))
+        show(train_step_rows(common.MINILM, batch, 1, 3 if quick else 5, eager=not quick, fast_paths=not quick))
         distil_batch = common.tokenized_batch(tokenizer, texts, 128 if quick else 256)
-        rows += show(train_step_rows(common.DISTILBERT, distil_batch, 1, 2 if quick else 3, eager=not quick,
-                                     fast_paths=not quick))
+        show(train_step_rows(common.DISTILBERT, distil_batch, 1, 2 if quick else 3, eager=not quick,
+                             fast_paths=not quick))
         if args.profile:
             print(profile_step(common.MINILM, batch))
     if "inference" in wanted:
@@ -106,7 +105,7 @@ def cpu_sections(args, wanted: set) -> list:
         texts = common.imdb_texts(data, split="test", n=64 if quick else 256, seed=2)
         batches = sorted_batches(tokenizer, texts, 32, 256)
         for name in (common.MINILM,) if quick else (common.MINILM, common.DISTILBERT):
-            rows += show(inference_rows(name, batches, 2 if quick else 3))
+            show(inference_rows(name, batches, 2 if quick else 3))
     if "adapters" in wanted:
         from benchmarks.adapters import adapter_rows
 
@@ -114,28 +113,43 @@ def cpu_sections(args, wanted: set) -> list:
         texts = common.imdb_texts(data, n=8, seed=1)
         for name in (common.MINILM,) if quick else (common.DISTILBERT, common.MINILM):
             batch = common.tokenized_batch(tokenizer, texts, 128 if quick else 256)
-            rows += show(adapter_rows(name, batch, 1, 2 if quick else 3))
+            show(adapter_rows(name, batch, 1, 2 if quick else 3))
     if "tokenize" in wanted:
         from benchmarks.tokenizing import tokenize_rows_bench
 
         section("4. data pipeline")
         n = 5000 if quick else 25000
-        rows += show(tokenize_rows_bench(tokenizer, data, n, 256, 1 if quick else 3, 500 if quick else n))
+        show(tokenize_rows_bench(tokenizer, data, n, 256, 1 if quick else 3, 500 if quick else n))
     if "epoch" in wanted:
         from benchmarks.epoch import epoch_rows
 
         section("5. one epoch: length-bucketed vs random batches")
         train = common.imdb_reviews(data, n=500 if quick else 2000, seed=3)
         test = None if quick else common.imdb_reviews(data, split="test", n=1000, seed=4)
-        rows += show(epoch_rows(tokenizer, train, 16, 512, tiny=quick, test=test))
-    return rows
+        show(epoch_rows(tokenizer, train, 16, 512, tiny=quick, test=test))
 
 
-def show(rows: list) -> list:
-    from benchmarks.timing import format_table
+class Report:
+    """The rows so far. Each batch is printed as it comes and, with --json, the file is rewritten, so that a run
+    cut short (a time limit, Ctrl-C, a crash in a later section) keeps what it measured ("complete": false)."""
 
-    print(format_table(rows), flush=True)
-    return rows
+    def __init__(self, path: Path | None, meta: dict):
+        self.path, self.meta, self.rows = path, meta, []
+
+    def add(self, rows: list) -> None:
+        from benchmarks.timing import format_table
+
+        print(format_table(rows), flush=True)
+        self.rows += rows
+        self.write(complete=False)
+
+    def write(self, complete: bool) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"meta": {**self.meta, "complete": complete},
+                                   "rows": [row.to_json() for row in self.rows]}, indent=2) + "\n")
+        tmp.replace(self.path)  # a reader never sees a half-written file
 
 
 def main(argv=None) -> list:
@@ -152,8 +166,10 @@ def main(argv=None) -> list:
     meta = machine()
     meta["mode"] = "quick" if args.quick else "full"
     print("  ".join(f"{k}: {v}" for k, v in meta.items()), flush=True)
+    report = Report(args.json, meta)
     start = time.perf_counter()
-    rows = cpu_sections(args, wanted) if wanted - {"cuda"} else []
+    if wanted - {"cuda"}:
+        cpu_sections(args, wanted, report.add)
     if "cuda" in wanted:
         from benchmarks.cuda import cuda_rows
 
@@ -161,17 +177,17 @@ def main(argv=None) -> list:
         parts = args.cuda_parts.split(",")
         if unknown := set(parts) - set(CUDA_PARTS):
             sys.exit(f"unknown --cuda-parts {sorted(unknown)}; choose from {', '.join(CUDA_PARTS)}")
-        rows += show(cuda_rows(quick=args.quick, compile=not args.no_compile, parts=parts, autotune=args.autotune,
-                               profile=args.profile, attention=args.attention))
+        cuda_rows(quick=args.quick, compile=not args.no_compile, parts=parts, autotune=args.autotune,
+                  profile=args.profile, attention=args.attention, emit=report.add)
     meta["seconds"] = round(time.perf_counter() - start, 1)
     meta["load_average_end"] = os.getloadavg()
     print(f"\n== all rows ({meta['seconds']:.0f} s; load average at start {meta['load_average_start'][0]:.1f}, "
           f"at end {meta['load_average_end'][0]:.1f}, {meta['torch_threads']} torch threads)")
-    print(format_table(rows))
+    print(format_table(report.rows))
+    report.write(complete=True)
     if args.json:
-        args.json.write_text(json.dumps({"meta": meta, "rows": [r.to_json() for r in rows]}, indent=2) + "\n")
         print(f"wrote {args.json}")
-    return rows
+    return report.rows
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ kernels); memory: max_memory_allocated after reset_peak_memory_stats.
 import copy
 import dataclasses
 import time
+from functools import partial
 
 import torch
 import torch._inductor.config as inductor_config
@@ -68,6 +69,8 @@ def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compi
     mask: SDPA may then pick its flash kernel on both sides. Each timed call runs `steps_per_call` steps back to
     back, as a training loop does (the CPU queues the next step while the GPU runs this one), and the row reports
     one step. A candidate whose first call fails (a compiler error, say) is reported and left out.
+    Two rounds, each timed against transformers and printed as soon as it is timed: first the candidates that
+    could reach the MFU goal, then the others. A run cut short by its time limit still reports the first round.
     `autotune`: one more candidate, compiled with mode="max-autotune-no-cudagraphs" (inductor benchmarks several
     matmul kernels per shape: minutes of compilation). `profile`: print where the best candidate's GPU time goes.
     """
@@ -75,93 +78,128 @@ def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compi
     batch = {**batch, "attention_mask": None}
     ours = common.build_ours(model_name, device, pretrained=False)
     theirs = common.Logits(common.theirs_from(ours, ("sdpa",), device)["sdpa"])
+    B, T = batch["input_ids"].shape
+    short = f"{'MiniLM' if model_name == common.MINILM else 'distilbert-base'} {B}x{T} bf16"
+    rounds = candidates(ours, batch, steps_per_call, compile, autotune)
 
+    steps = {"transformers": common.stepper(theirs, batch, steps=steps_per_call)}
+    seconds, ref, rows = {}, None, []
+    for makers in rounds:
+        this_round = {"transformers": steps["transformers"]} | first_calls(makers, steps_per_call, sync)
+        steps |= this_round
+        try:
+            timed = {k: median(v) / steps_per_call for k, v in interleaved(this_round, warmup, repeats, sync).items()}
+        except Exception as err:  # e.g. a CUDA error left by a bad recording: keep the rounds already timed
+            print(f"  timing this round FAILED, its rows skipped: {type(err).__name__}: {str(err)[:300]}", flush=True)
+            break
+        ref = ref or timed["transformers"]  # the first round's reference fills the TFLOP/s and MFU rows
+        new = [Row(f"CUDA train step {short}: {name} vs transformers sdpa", timed[name] * 1e3,
+                   timed["transformers"] * 1e3, "ms", "<= 1.0") for name in timed if name != "transformers"]
+        if {"minibert", "minibert fast"} <= timed.keys():
+            new.append(Row(f"CUDA train step {short}: fast paths vs default path", timed["minibert fast"] * 1e3,
+                           timed["minibert"] * 1e3, "ms", "< 1.0 to turn on"))
+        print(format_table(new), flush=True)  # survives a time limit that ends a later round
+        seconds |= {k: v for k, v in timed.items() if k != "transformers"}
+        rows += new
+    if not seconds:
+        return rows
+
+    best_name = min(seconds, key=seconds.get)
+    best = seconds[best_name]
+    flops = step_flops(ours, B, T)
+    print(f"  best minibert: {best_name}; one step = {flops / 1e12:.2f} TFLOP", flush=True)
+    summary = [Row(f"CUDA throughput {short} (best minibert) vs transformers", B / best, B / ref, "samples/s",
+                   ">= 1.0"),
+               Row(f"CUDA achieved TFLOP/s {short} (best minibert)", flops / best / 1e12, flops / ref / 1e12,
+                   "TFLOP/s", ">= 1.0"),
+               Row(f"CUDA MFU {short} vs measured matmul peak {measured_peak:.0f} TFLOP/s (best minibert)",
+                   100 * flops / best / 1e12 / measured_peak, 100 * flops / ref / 1e12 / measured_peak, "%",
+                   ">= 45%")]
+    if peak:
+        summary.append(Row(f"CUDA MFU {short} vs {peak:.0f} TFLOP/s spec peak (best minibert)",
+                           100 * flops / best / 1e12 / peak, 100 * flops / ref / 1e12 / peak, "%", ""))
+    print(format_table(summary), flush=True)
+    rows += summary
+    if profile:
+        for name in dict.fromkeys([best_name, "minibert fast + compile"]):
+            if name in steps:
+                print(f"  profile of {name}:\n{gpu_profile(steps[name], steps_per_call)}", flush=True)
+    return rows
+
+
+def candidates(ours, batch: dict, steps_per_call: int, compile: bool, autotune: bool) -> list[dict]:
+    """Two rounds of {row name: a function that builds that candidate's stepper}: the ones that could reach the
+    MFU goal, then the others."""
     def fast(compiled: bool = False, bf16_residual: bool = False, fused_qkv: bool = True, **options):
         model = set_fast_paths(copy.deepcopy(ours), fused_qkv=fused_qkv, bf16_residual=bf16_residual)
         return compile_model(model, dynamic=False, **options) if compiled else model  # one fixed shape here
 
-    makers = {"minibert": lambda: common.stepper(ours, batch, steps=steps_per_call),
-              "minibert fast": lambda: common.stepper(fast(), batch, steps=steps_per_call),
-              "minibert fast + CUDA graphs": lambda: common.stepper(fast(), batch, steps=steps_per_call,
-                                                                    cuda_graphs=True),
-              "transformers": lambda: common.stepper(theirs, batch, steps=steps_per_call)}
-    if compile:
-        makers["minibert fast + compile"] = lambda: common.stepper(fast(True), batch, steps=steps_per_call)
-        makers["minibert fast + compile + CUDA graphs"] = lambda: common.stepper(
-            fast(True), batch, steps=steps_per_call, cuda_graphs=True)
-        makers["minibert fast + compile + bf16 residual"] = lambda: common.stepper(
-            fast(True, bf16_residual=True), batch, steps=steps_per_call)
-        # inductor's own CUDA graphs (forward and backward; gradients are graph outputs, nothing to copy back)
-        makers["minibert fast + compile reduce-overhead + bf16 residual"] = lambda: common.stepper(
-            fast(True, bf16_residual=True, mode="reduce-overhead"), batch, steps=steps_per_call)
+    # `model`: a function that builds the candidate's model, called when the candidate's turn comes
+    def stepper(model, **kwargs):
+        return lambda: common.stepper(model(), batch, steps=steps_per_call, **kwargs)
+
+    def whole_step(model, **kwargs):  # one CUDA graph for forward, backward, clipping and AdamW
+        return lambda: common.whole_step_graph(model(), batch, steps_per_call, **kwargs)
+
+    others = {"minibert": lambda: common.stepper(ours, batch, steps=steps_per_call),
+              "minibert fast": stepper(fast),
+              "minibert fast + CUDA graphs": stepper(fast, cuda_graphs=True)}
+    # whole-step recordings go last in their round: one that fails cannot cost the candidates before it
+    last = {"minibert fast + whole-step graph": whole_step(fast)}
+    if not compile:
+        return [others | last]
+
+    def compiled(**options):  # a maker of compiled fast-path models with these options
+        return partial(fast, True, **options)
+
+    # inductor draws each dropout element with its own Philox call (tl.rand) inside the fused norm kernels;
+    # align_random_eager (a newer inductor option) draws them as eager dropout does, 4 numbers a call
+    rng = {"options": {"align_random_eager": True}} if hasattr(inductor_config, "align_random_eager") else {}
+    rng_name = " + eager-style RNG" if rng else ""
+    goal = {
+        "minibert fast + compile + bf16 residual": stepper(compiled(bf16_residual=True)),
+        # inductor's own CUDA graphs (forward and backward; gradients are graph outputs, nothing to copy back):
+        # the best row measured before the whole-step graphs
+        "minibert fast + compile reduce-overhead + bf16 residual":
+            stepper(compiled(bf16_residual=True, mode="reduce-overhead")),
+        "minibert fast + compile + bf16 residual + whole-step graph + clip in AdamW":
+            whole_step(compiled(bf16_residual=True), clip_in_optimizer=True),
         # Three Q/K/V matmuls instead of one: q, k, v are then views of their own (B, T, D) buffers, and SDPA's
         # backward returns dq, dk, dv in that layout, so the (B, T, 3D) stacking copy of the fused path's
         # backward (~0.33 ms a step in call E's profile) goes, for three narrower matmuls
-        makers["minibert + compile + bf16 residual (Q/K/V unfused)"] = lambda: common.stepper(
-            fast(True, bf16_residual=True, fused_qkv=False), batch, steps=steps_per_call)
+        "minibert + compile + bf16 residual (Q/K/V unfused) + whole-step graph + clip in AdamW" + rng_name:
+            whole_step(compiled(bf16_residual=True, fused_qkv=False, **rng), clip_in_optimizer=True),
+    }
+    if rng:
+        goal["minibert fast + compile + bf16 residual + whole-step graph + clip in AdamW" + rng_name] = \
+            whole_step(compiled(bf16_residual=True, **rng), clip_in_optimizer=True)
+    others |= {
+        "minibert fast + compile": stepper(compiled()),
+        "minibert fast + compile + CUDA graphs": stepper(compiled(), cuda_graphs=True),
+        "minibert + compile + bf16 residual (Q/K/V unfused)": stepper(compiled(bf16_residual=True, fused_qkv=False)),
+    }
     if autotune:
-        makers["minibert fast + compile max-autotune"] = lambda: common.stepper(
-            fast(True, mode="max-autotune-no-cudagraphs"), batch, steps=steps_per_call)
-    # One CUDA graph for forward, backward, clipping and AdamW (common.whole_step_graph): no launch gaps left.
-    # Recorded last: a recording that fails must not leave the GPU in a state that costs the rows above.
-    makers["minibert fast + whole-step graph"] = lambda: common.whole_step_graph(fast(), batch, steps_per_call)
-    if compile:
-        makers["minibert fast + compile + bf16 residual + whole-step graph"] = lambda: common.whole_step_graph(
-            fast(True, bf16_residual=True), batch, steps_per_call)
-        makers["minibert fast + compile + bf16 residual + whole-step graph + clip in AdamW"] = \
-            lambda: common.whole_step_graph(fast(True, bf16_residual=True), batch, steps_per_call,
-                                            clip_in_optimizer=True)
-        # inductor draws each dropout element with its own Philox call (tl.rand) inside the fused norm kernels;
-        # align_random_eager (a newer inductor option) draws them as eager dropout does, 4 numbers a call
-        rng = {"options": {"align_random_eager": True}} if hasattr(inductor_config, "align_random_eager") else {}
-        rng_name = " + eager-style RNG" if rng else ""
-        if rng:
-            makers["minibert fast + compile + bf16 residual + whole-step graph + clip in AdamW" + rng_name] = \
-                lambda: common.whole_step_graph(fast(True, bf16_residual=True, **rng), batch, steps_per_call,
-                                                clip_in_optimizer=True)
-        makers["minibert + compile + bf16 residual (Q/K/V unfused) + whole-step graph + clip in AdamW" + rng_name] = \
-            lambda: common.whole_step_graph(fast(True, bf16_residual=True, fused_qkv=False, **rng), batch,
-                                            steps_per_call, clip_in_optimizer=True)
+        others["minibert fast + compile max-autotune"] = stepper(compiled(mode="max-autotune-no-cudagraphs"))
+    last["minibert fast + compile + bf16 residual + whole-step graph"] = whole_step(compiled(bf16_residual=True))
+    return [goal, others | last]
+
+
+def first_calls(makers: dict, steps_per_call: int, sync) -> dict:
+    """{name: stepper} for each candidate whose first call (compilation, graph recording) works; the others are
+    reported and left out: one broken candidate must not cost the other rows."""
     steps = {}
     for name, make in makers.items():
         start = time.perf_counter()
         try:
             steps[name] = make()
-            steps[name]()  # compiles / records CUDA graphs on first use
+            steps[name]()
             sync()
-        except Exception as err:  # one broken candidate must not cost the other rows
+        except Exception as err:
             steps.pop(name, None)
             print(f"  {name}: FAILED, row skipped: {type(err).__name__}: {str(err)[:300]}", flush=True)
             continue
         print(f"  {name}: first {steps_per_call} steps took {time.perf_counter() - start:.1f} s", flush=True)
-    seconds = {k: median(v) / steps_per_call for k, v in interleaved(steps, warmup, repeats, sync).items()}
-
-    B, T = batch["input_ids"].shape
-    short = f"{'MiniLM' if model_name == common.MINILM else 'distilbert-base'} {B}x{T} bf16"
-    ref = seconds["transformers"]
-    rows = [Row(f"CUDA train step {short}: {name} vs transformers sdpa", seconds[name] * 1e3, ref * 1e3, "ms",
-                "<= 1.0") for name in seconds if name != "transformers"]
-    if {"minibert", "minibert fast"} <= seconds.keys():
-        rows.append(Row(f"CUDA train step {short}: fast paths vs default path", seconds["minibert fast"] * 1e3,
-                        seconds["minibert"] * 1e3, "ms", "< 1.0 to turn on"))
-    best_name = min((k for k in seconds if k != "transformers"), key=seconds.get)
-    best = seconds[best_name]
-    flops = step_flops(ours, B, T)
-    print(f"  best minibert: {best_name}; one step = {flops / 1e12:.2f} TFLOP", flush=True)
-    if profile:
-        for name in dict.fromkeys([best_name, "minibert fast + compile"]) if compile else [best_name]:
-            print(f"  profile of {name}:\n{gpu_profile(steps[name], steps_per_call)}", flush=True)
-    rows.append(Row(f"CUDA throughput {short} (best minibert) vs transformers", B / best, B / ref, "samples/s",
-                    ">= 1.0"))
-    rows.append(Row(f"CUDA achieved TFLOP/s {short} (best minibert)", flops / best / 1e12, flops / ref / 1e12,
-                    "TFLOP/s", ">= 1.0"))
-    rows.append(Row(f"CUDA MFU {short} vs measured matmul peak {measured_peak:.0f} TFLOP/s (best minibert)",
-                    100 * flops / best / 1e12 / measured_peak, 100 * flops / ref / 1e12 / measured_peak, "%",
-                    ">= 45%"))
-    if peak:
-        rows.append(Row(f"CUDA MFU {short} vs {peak:.0f} TFLOP/s spec peak (best minibert)",
-                        100 * flops / best / 1e12 / peak, 100 * flops / ref / 1e12 / peak, "%", ""))
-    return rows
+    return steps
 
 
 # Kernel-name fragments -> what the kernel does, to sum a profile by kind. First match wins.
@@ -252,9 +290,11 @@ def sdpa_backend(name: str | None):
 
 
 def cuda_rows(quick: bool, compile: bool = True, parts=PARTS, autotune: bool = False,
-              profile: bool = False, attention: str | None = None) -> list[Row]:
+              profile: bool = False, attention: str | None = None, emit=None) -> list[Row]:
     """The CUDA rows of `parts`. Each part runs on its own: one that fails prints why, the others still report.
-    `attention`: one of SDPA_BACKENDS for every attention call of both sides (rows then say which)."""
+    `attention`: one of SDPA_BACKENDS for every attention call of both sides (rows then say which).
+    `emit(rows)` is handed each part's rows as soon as they are measured (default: print them)."""
+    emit = emit or (lambda new: print(format_table(new), flush=True))
     if not torch.cuda.is_available():
         raise RuntimeError("--cuda-only needs a CUDA device; torch.cuda.is_available() is False here")
     name = torch.cuda.get_device_name()
@@ -284,7 +324,8 @@ def cuda_rows(quick: bool, compile: bool = True, parts=PARTS, autotune: bool = F
             continue
         finally:
             torch.cuda.empty_cache()
-        print(f"  {part}: {time.perf_counter() - start:.0f} s\n{format_table(new)}", flush=True)  # survives a timeout
+        print(f"  {part}: {time.perf_counter() - start:.0f} s", flush=True)
+        emit(new)  # now, not at the end: a later part may run out of time
         rows += new
     return rows
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU check in one run, about 10 minutes on one H100/H200 (docs/benchmarks.md, "Section 6"):
 #   tests  the tests marked `gpu` (NF4 bit-exactness on CUDA, CUDA graphs, the benchmark's whole-step graph)
-#   mfu    bench.py's CUDA MFU step (distilbert-base 32 x 512), every candidate, the best one's kernel profile
+#   mfu    bench.py's CUDA MFU step (distilbert-base 32 x 512): the candidates that could reach 45% first, then
+#          the others, each round printed when timed; the best one's kernel profile
 #   job    the IMDB job: train.py --cuda-graphs with --cls-only, then a plain transformers loop, then without
 #   rest   the other CUDA rows: MiniLM step, inference, LoRA / QLoRA (these with bitsandbytes)
 # Each part has its own time limit and writes into OUT as it goes; a failing part does not stop the next.

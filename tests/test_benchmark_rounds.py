@@ -1,0 +1,93 @@
+"""The benchmark reports what it could measure, whatever stops it.
+
+A GPU call is short and cannot be repeated at will, and a full CPU run takes an hour: a candidate that fails to
+compile or record, a round whose timing fails, or a run cut short must cost only the rows not yet measured.
+The MFU harness (benchmarks/cuda.py `training_rows`) runs here on the CPU with a tiny model: the CUDA-only
+candidates (CUDA graphs, whole-step graphs) then fail on their first call, which is the failure path.
+"""
+
+import json
+
+import pytest
+import torch
+
+import bench
+from benchmarks import common, cuda
+from benchmarks.timing import Row
+from test_benchmark_steps import VOCAB, tiny_model
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """training_rows on a tiny random model instead of the named checkpoint's architecture."""
+    monkeypatch.setattr(common, "build_ours", lambda name, device="cpu", pretrained=True: tiny_model(device))
+    return common.random_batch(2, 16, vocab_size=VOCAB)
+
+
+def names(rows: list[Row]) -> list[str]:
+    return [row.name.split(": ", 1)[-1] for row in rows]
+
+
+def test_every_candidate_that_runs_gets_a_row_and_the_others_are_reported(tiny, capsys):
+    rows = cuda.training_rows(common.MINILM, tiny, warmup=1, repeats=1, compile=False, peak=None,
+                              measured_peak=100.0, device="cpu", steps_per_call=1)
+    out = capsys.readouterr().out
+    step_rows = [n for n in names(rows) if n.endswith("vs transformers sdpa")]
+    assert step_rows == ["minibert vs transformers sdpa", "minibert fast vs transformers sdpa"]
+    for cuda_only in ("minibert fast + CUDA graphs", "minibert fast + whole-step graph"):
+        assert f"{cuda_only}: FAILED, row skipped" in out
+    assert "fast paths vs default path" in names(rows)
+    summary = {row.unit: row for row in rows[-3:]}  # throughput, TFLOP/s, MFU of the best candidate
+    assert summary.keys() == {"samples/s", "TFLOP/s", "%"}
+    assert all(row.minibert > 0 and row.reference > 0 for row in rows)
+
+
+def test_the_candidates_that_could_reach_the_goal_are_timed_first_and_recordings_last_in_a_round(tiny):
+    rounds = cuda.candidates(tiny_model(), tiny, steps_per_call=1, compile=True, autotune=False)
+    assert len(rounds) == 2
+    goal, others = (list(round_) for round_ in rounds)
+    assert "minibert fast + compile reduce-overhead + bf16 residual" in goal  # the best before whole-step graphs
+    assert any("whole-step graph + clip in AdamW" in name for name in goal)
+    assert "minibert" in others and not set(goal) & set(others)
+    for names_ in (goal, others):  # a recording that fails (and may leave a CUDA error) comes after the rest
+        recorded = ["whole-step" in name for name in names_]
+        assert recorded == sorted(recorded), names_
+
+
+def test_a_round_whose_timing_fails_keeps_the_rounds_before_it(tiny, monkeypatch, capsys):
+    """The second round's candidate passes its first call, then breaks while being timed (as a CUDA error left
+    by a bad recording would): the first round's rows and the MFU rows of its best candidate remain."""
+    calls = {"n": 0}
+
+    def breaks_after_first_call():
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(cuda, "candidates", lambda *args: [
+        {"good": lambda: lambda: torch.ones(1)},
+        {"breaks": lambda: breaks_after_first_call}])
+    rows = cuda.training_rows(common.MINILM, tiny, warmup=1, repeats=1, compile=False, peak=None,
+                              measured_peak=100.0, device="cpu", steps_per_call=1)
+    out = capsys.readouterr().out
+    assert "timing this round FAILED" in out
+    assert "good vs transformers sdpa" in names(rows)
+    assert not any("breaks" in n for n in names(rows))
+    assert "best minibert: good" in out
+    assert rows[-1].unit == "%"
+
+
+def test_bench_json_keeps_the_sections_measured_before_an_interruption(tmp_path, monkeypatch):
+    """bench.py rewrites --json after every section: Ctrl-C in the second section leaves the first one's rows,
+    marked incomplete."""
+    def sections(args, wanted, show):
+        show([Row("train step", 1.0, 2.0, "s", "<= 1.0")])
+        raise KeyboardInterrupt  # the user gives up during the next section
+
+    monkeypatch.setattr(bench, "cpu_sections", sections)
+    out = tmp_path / "rows.json"
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(["--only", "train", "--json", str(out)])
+    written = json.loads(out.read_text())
+    assert written["meta"]["complete"] is False
+    assert written["rows"] == [{"name": "train step", "minibert": 1.0, "reference": 2.0, "unit": "s", "ratio": 0.5}]
