@@ -61,19 +61,21 @@ def step_flops(model, batch_size: int, seq_len: int) -> float:
 
 def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compile: bool,
                   peak: float | None, measured_peak: float, device: str = "cuda", steps_per_call: int = 5,
-                  autotune: bool = False, profile: bool = False) -> list[Row]:
+                  autotune: bool = False, profile: bool = False, emit=None) -> list[Row]:
     """Step time of ours (default, fast paths, + CUDA graphs, + torch.compile, + whole-step graphs) and transformers
     sdpa; TFLOP/s, MFU.
 
     The rows are full-length (no padding), so neither side gets a mask, as train.py's to_device drops an all-ones
     mask: SDPA may then pick its flash kernel on both sides. Each timed call runs `steps_per_call` steps back to
     back, as a training loop does (the CPU queues the next step while the GPU runs this one), and the row reports
-    one step. A candidate whose first call fails (a compiler error, say) is reported and left out.
-    Two rounds, each timed against transformers and printed as soon as it is timed: first the candidates that
-    could reach the MFU goal, then the others. A run cut short by its time limit still reports the first round.
+    one step. A candidate that fails (to compile, to record, or later while timed) is reported and left out.
+    Two rounds, each timed against transformers and handed to `emit` (default: print) as soon as it is timed:
+    first the candidates that could reach the MFU goal, then the others. A run cut short by its time limit still
+    reports the first round.
     `autotune`: one more candidate, compiled with mode="max-autotune-no-cudagraphs" (inductor benchmarks several
     matmul kernels per shape: minutes of compilation). `profile`: print where the best candidate's GPU time goes.
     """
+    emit = emit or (lambda new: print(format_table(new), flush=True))
     sync = sync_for(device)
     batch = {**batch, "attention_mask": None}
     ours = common.build_ours(model_name, device, pretrained=False)
@@ -83,29 +85,34 @@ def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compi
     rounds = candidates(ours, batch, steps_per_call, compile, autotune)
 
     steps = {"transformers": common.stepper(theirs, batch, steps=steps_per_call)}
-    seconds, ref, rows = {}, None, []
+    seconds, refs, rows = {}, {}, []  # refs: each candidate's reference, timed in the same round
     for makers in rounds:
         this_round = {"transformers": steps["transformers"]} | first_calls(makers, steps_per_call, sync)
         steps |= this_round
+        guarded, failed = guard(this_round)
         try:
-            timed = {k: median(v) / steps_per_call for k, v in interleaved(this_round, warmup, repeats, sync).items()}
-        except Exception as err:  # e.g. a CUDA error left by a bad recording: keep the rounds already timed
+            timed = interleaved(guarded, warmup, repeats, sync)
+        except Exception as err:  # a CUDA error that stays set (the sync itself fails): keep the earlier rounds
             print(f"  timing this round FAILED, its rows skipped: {type(err).__name__}: {str(err)[:300]}", flush=True)
             break
-        ref = ref or timed["transformers"]  # the first round's reference fills the TFLOP/s and MFU rows
-        new = [Row(f"CUDA train step {short}: {name} vs transformers sdpa", timed[name] * 1e3,
-                   timed["transformers"] * 1e3, "ms", "<= 1.0") for name in timed if name != "transformers"]
+        if "transformers" in failed:
+            continue
+        timed = {k: median(v) / steps_per_call for k, v in timed.items() if k not in failed}
+        ref = timed.pop("transformers")
+        new = [Row(f"CUDA train step {short}: {name} vs transformers sdpa", t * 1e3, ref * 1e3, "ms", "<= 1.0")
+               for name, t in timed.items()]
         if {"minibert", "minibert fast"} <= timed.keys():
             new.append(Row(f"CUDA train step {short}: fast paths vs default path", timed["minibert fast"] * 1e3,
                            timed["minibert"] * 1e3, "ms", "< 1.0 to turn on"))
-        print(format_table(new), flush=True)  # survives a time limit that ends a later round
-        seconds |= {k: v for k, v in timed.items() if k != "transformers"}
+        emit(new)  # now: a time limit may end a later round
+        seconds |= timed
+        refs |= dict.fromkeys(timed, ref)
         rows += new
     if not seconds:
         return rows
 
     best_name = min(seconds, key=seconds.get)
-    best = seconds[best_name]
+    best, ref = seconds[best_name], refs[best_name]
     flops = step_flops(ours, B, T)
     print(f"  best minibert: {best_name}; one step = {flops / 1e12:.2f} TFLOP", flush=True)
     summary = [Row(f"CUDA throughput {short} (best minibert) vs transformers", B / best, B / ref, "samples/s",
@@ -118,12 +125,15 @@ def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compi
     if peak:
         summary.append(Row(f"CUDA MFU {short} vs {peak:.0f} TFLOP/s spec peak (best minibert)",
                            100 * flops / best / 1e12 / peak, 100 * flops / ref / 1e12 / peak, "%", ""))
-    print(format_table(summary), flush=True)
+    emit(summary)
     rows += summary
     if profile:
         for name in dict.fromkeys([best_name, "minibert fast + compile"]):
             if name in steps:
-                print(f"  profile of {name}:\n{gpu_profile(steps[name], steps_per_call)}", flush=True)
+                try:
+                    print(f"  profile of {name}:\n{gpu_profile(steps[name], steps_per_call)}", flush=True)
+                except Exception as err:  # the rows above are what counts
+                    print(f"  profile of {name} FAILED: {type(err).__name__}: {str(err)[:300]}", flush=True)
     return rows
 
 
@@ -200,6 +210,25 @@ def first_calls(makers: dict, steps_per_call: int, sync) -> dict:
             continue
         print(f"  {name}: first {steps_per_call} steps took {time.perf_counter() - start:.1f} s", flush=True)
     return steps
+
+
+def guard(steps: dict) -> tuple[dict, dict]:
+    """`steps` wrapped so that one that raises while being timed is reported once, then skipped: the round goes
+    on without it. Returns (the wrapped steps, {name: error} filled as they fail)."""
+    failed = {}
+
+    def guarded(name, step):
+        def run():
+            if name in failed:
+                return
+            try:
+                step()
+            except Exception as err:
+                failed[name] = err
+                print(f"  {name}: FAILED while timed, row skipped: {type(err).__name__}: {str(err)[:300]}",
+                      flush=True)
+        return run
+    return {name: guarded(name, step) for name, step in steps.items()}, failed
 
 
 # Kernel-name fragments -> what the kernel does, to sum a profile by kind. First match wins.
@@ -293,7 +322,7 @@ def cuda_rows(quick: bool, compile: bool = True, parts=PARTS, autotune: bool = F
               profile: bool = False, attention: str | None = None, emit=None) -> list[Row]:
     """The CUDA rows of `parts`. Each part runs on its own: one that fails prints why, the others still report.
     `attention`: one of SDPA_BACKENDS for every attention call of both sides (rows then say which).
-    `emit(rows)` is handed each part's rows as soon as they are measured (default: print them)."""
+    `emit(rows)` is handed the rows as soon as they are measured (default: print them)."""
     emit = emit or (lambda new: print(format_table(new), flush=True))
     if not torch.cuda.is_available():
         raise RuntimeError("--cuda-only needs a CUDA device; torch.cuda.is_available() is False here")
@@ -302,31 +331,35 @@ def cuda_rows(quick: bool, compile: bool = True, parts=PARTS, autotune: bool = F
     print(f"  device: {name}; bf16 dense peak {peak or 'unknown'} TFLOP/s (spec sheet), {measured:.0f} TFLOP/s "
           "measured (8192^3 matmul)", flush=True)
     warmup, repeats = (3, 10) if quick else (5, 30)
+    rows = []
+
+    def report(new: list[Row]) -> list[Row]:  # rows reach `emit` as they are measured, not at the end of a part
+        if attention:
+            new = [dataclasses.replace(row, name=f"{row.name} [{attention} attention]") for row in new]
+        emit(new)
+        rows.extend(new)
+        return new
+
     runs = {
         "mfu": lambda: training_rows(common.DISTILBERT, common.random_batch(32, 512, device="cuda"), warmup, repeats,
-                                     compile, peak, measured, autotune=autotune, profile=profile),
+                                     compile, peak, measured, autotune=autotune, profile=profile, emit=report),
         "minilm": lambda: training_rows(common.MINILM, common.random_batch(32, 256, device="cuda"), warmup, repeats,
-                                        False, peak, measured),
-        "inference": lambda: inference_rows(common.MINILM, 20 if quick else 50, 32, 256, 5 if quick else 10),
-        "adapters": lambda: _adapter_rows(warmup, repeats),
+                                        False, peak, measured, emit=report),
+        "inference": lambda: report(inference_rows(common.MINILM, 20 if quick else 50, 32, 256, 5 if quick else 10)),
+        "adapters": lambda: report(_adapter_rows(warmup, repeats)),
     }
-    rows = []
     for part in parts:
-        run = runs[part]
         start = time.perf_counter()
         try:
             with sdpa_backend(attention):
-                new = run()
-            if attention:
-                new = [dataclasses.replace(row, name=f"{row.name} [{attention} attention]") for row in new]
+                runs[part]()
         except Exception as err:  # one broken part (a missing bitsandbytes, a compiler error) must not sink the rest
-            print(f"  {part}: FAILED, rows skipped: {type(err).__name__}: {str(err)[:400]}", flush=True)
+            print(f"  {part}: FAILED, its rows not yet reported are skipped: {type(err).__name__}: {str(err)[:400]}",
+                  flush=True)
             continue
         finally:
             torch.cuda.empty_cache()
         print(f"  {part}: {time.perf_counter() - start:.0f} s", flush=True)
-        emit(new)  # now, not at the end: a later part may run out of time
-        rows += new
     return rows
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU check in one run, about 10 minutes on one H100/H200 (docs/benchmarks.md, "Section 6"):
+# Every GPU check in one run, on one H100/H200 (docs/benchmarks.md, "Section 6"); the parts' time limits add up to
+# 11 minutes (tests,mfu,job: under 10):
 #   tests  the tests marked `gpu` (NF4 bit-exactness on CUDA, CUDA graphs, the benchmark's whole-step graph)
 #   mfu    bench.py's CUDA MFU step (distilbert-base 32 x 512): the candidates that could reach 45% first, then
 #          the others, each round printed when timed; the best one's kernel profile
@@ -7,15 +8,17 @@
 #   rest   the other CUDA rows: MiniLM step, inference, LoRA / QLoRA (these with bitsandbytes)
 # Each part has its own time limit and writes into OUT as it goes; a failing part does not stop the next.
 #
-#   bash benchmarks/gpu_check.sh [IMDB folder] [OUT folder]      # defaults: ../shared/data/imdb, runs/gpu_check
+#   bash benchmarks/gpu_check.sh [IMDB folder] [OUT folder]      # defaults: ../shared/data/imdb, $OUT or runs/gpu_check
 #   PARTS=mfu,job bash benchmarks/gpu_check.sh ...               # only these parts
 #
-# The IMDB job's run folders (checkpoints included) go to $RUNS (default OUT/imdb_job); its two JSON reports are
-# copied into OUT. Parts whose needs are missing (bitsandbytes, the IMDB folder) say so and are left out.
+# The IMDB job's run folders (checkpoints: ~270 MB each) go to $RUNS (default runs/gpu_check_imdb_job), outside
+# OUT, which keeps only small files: logs, tables, JSON (the job's two reports are copied there). Parts whose needs
+# are missing (bitsandbytes, the IMDB folder) say so and are left out. Each part logs its exit status (124: its
+# time limit ended it).
 set -u
 DATA=${1:-../shared/data/imdb}
-OUT=${2:-runs/gpu_check}
-RUNS=${RUNS:-$OUT/imdb_job}
+OUT=${2:-${OUT:-runs/gpu_check}}
+RUNS=${RUNS:-runs/gpu_check_imdb_job}
 PARTS=${PARTS:-tests,mfu,job,rest}
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -36,21 +39,22 @@ if wanted tests; then
     else
         log "bitsandbytes or peft missing: the NF4 and adapter GPU tests are left out"
     fi
-    timeout 120 $PY -m pytest -q -m gpu "${tests[@]}" 2>&1 | tail -5 | tee -a "$OUT/gpu_check.txt"
-    log "tests done"
+    timeout 100 $PY -m pytest -q -m gpu "${tests[@]}" 2>&1 | tee -a "$OUT/gpu_check.txt" | tail -5
+    log "tests done (exit ${PIPESTATUS[0]})"
 fi
 
 if wanted mfu; then
-    timeout 240 $PY bench.py --cuda-only --cuda-parts mfu --profile --json "$OUT/bench_mfu.json" 2>&1 \
-        | grep -v "^{" > "$OUT/bench_mfu.txt"
-    tail -50 "$OUT/bench_mfu.txt"
-    log "mfu done"
+    timeout 270 $PY bench.py --cuda-only --cuda-parts mfu --profile --json "$OUT/bench_mfu.json" 2>&1 \
+        | grep --line-buffered -v "^{" > "$OUT/bench_mfu.txt"
+    log "mfu done (exit ${PIPESTATUS[0]})"
+    grep -E "CUDA (train step|MFU|achieved)|best minibert|FAILED" "$OUT/bench_mfu.txt" | tail -40
 fi
 
 if wanted job; then
     if [ -d "$DATA" ]; then
         timeout 170 $PY -m benchmarks.imdb_job --data "$DATA" --out "$RUNS" --order graphs-cls,reference,graphs \
-            --timeout 80 2>&1 | grep -v "it/s\]\|batch/s\]" > "$OUT/imdb_job.txt"
+            --timeout 80 2>&1 | grep --line-buffered -v "it/s\]\|batch/s\]" > "$OUT/imdb_job.txt"
+        log "imdb job exit ${PIPESTATUS[0]}"
         tail -15 "$OUT/imdb_job.txt"
         cp "$RUNS/reports.json" "$RUNS/imdb_job.json" "$OUT/" 2>/dev/null
     else
@@ -62,7 +66,8 @@ fi
 if wanted rest; then
     parts=minilm,inference
     has_bnb && parts=$parts,adapters
-    timeout 120 $PY bench.py --cuda-only --cuda-parts $parts --json "$OUT/bench_rest.json" 2>&1 | grep -v "^{" \
-        | tail -25 | tee "$OUT/bench_rest.txt"
-    log "rest done"
+    timeout 120 $PY bench.py --cuda-only --cuda-parts $parts --json "$OUT/bench_rest.json" 2>&1 \
+        | grep --line-buffered -v "^{" > "$OUT/bench_rest.txt"
+    log "rest done (exit ${PIPESTATUS[0]})"
+    tail -25 "$OUT/bench_rest.txt"
 fi

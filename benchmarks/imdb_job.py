@@ -167,7 +167,8 @@ def main(argv=None) -> list[Row]:
         try:
             reports[what] = reference_run(args) if what == "reference" else minibert_run(args, what)
         except Exception as err:  # one failed run must not cost the others
-            print(f"  {what}: FAILED: {type(err).__name__}: {str(err)[-1500:]}", flush=True)
+            print(f"  {what}: FAILED ({type(err).__name__}); its last output:", flush=True)  # a line of its own
+            print(str(err)[-1500:], flush=True)
             continue
         print(f"  {what}: {time.perf_counter() - start:.0f} s, {json.dumps(reports[what], default=str)[:600]}",
               flush=True)

@@ -29,9 +29,11 @@ def names(rows: list[Row]) -> list[str]:
 
 
 def test_every_candidate_that_runs_gets_a_row_and_the_others_are_reported(tiny, capsys):
+    emitted = []  # what bench.py would write to --json, batch by batch
     rows = cuda.training_rows(common.MINILM, tiny, warmup=1, repeats=1, compile=False, peak=None,
-                              measured_peak=100.0, device="cpu", steps_per_call=1)
+                              measured_peak=100.0, device="cpu", steps_per_call=1, emit=emitted.append)
     out = capsys.readouterr().out
+    assert sum(emitted, []) == rows and len(emitted) == 2  # the round's rows, then the summary
     step_rows = [n for n in names(rows) if n.endswith("vs transformers sdpa")]
     assert step_rows == ["minibert vs transformers sdpa", "minibert fast vs transformers sdpa"]
     for cuda_only in ("minibert fast + CUDA graphs", "minibert fast + whole-step graph"):
@@ -54,25 +56,59 @@ def test_the_candidates_that_could_reach_the_goal_are_timed_first_and_recordings
         assert recorded == sorted(recorded), names_
 
 
-def test_a_round_whose_timing_fails_keeps_the_rounds_before_it(tiny, monkeypatch, capsys):
-    """The second round's candidate passes its first call, then breaks while being timed (as a CUDA error left
-    by a bad recording would): the first round's rows and the MFU rows of its best candidate remain."""
+def breaks_on_call(n: int, error: Exception):
+    """A step that works n - 1 times (its first call, which compiles or records, passes), then raises."""
     calls = {"n": 0}
 
-    def breaks_after_first_call():
+    def step():
         calls["n"] += 1
-        if calls["n"] > 1:
-            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        if calls["n"] >= n:
+            raise error
+    return step
 
+
+def test_a_candidate_that_fails_while_timed_costs_only_its_own_row(tiny, monkeypatch, capsys):
     monkeypatch.setattr(cuda, "candidates", lambda *args: [
         {"good": lambda: lambda: torch.ones(1)},
-        {"breaks": lambda: breaks_after_first_call}])
+        {"breaks": lambda: breaks_on_call(2, RuntimeError("out of memory")), "fine": lambda: lambda: None}])
+    rows = cuda.training_rows(common.MINILM, tiny, warmup=1, repeats=2, compile=False, peak=None,
+                              measured_peak=100.0, device="cpu", steps_per_call=1)
+    out = capsys.readouterr().out
+    assert "breaks: FAILED while timed, row skipped" in out
+    assert names(rows)[:2] == ["good vs transformers sdpa", "fine vs transformers sdpa"]
+    assert not any("breaks" in n for n in names(rows))
+    assert rows[-1].unit == "%"
+
+
+def test_a_cuda_error_that_stays_set_keeps_the_rounds_before_it(tiny, monkeypatch, capsys):
+    """The second round's candidate passes its first call, then leaves an error that every later sync raises
+    (as an illegal memory access does on a GPU): the first round's rows and the MFU rows of its best remain."""
+    poisoned = {"yes": False}
+
+    def sync():
+        if poisoned["yes"]:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    def poisons():
+        calls = breaks_on_call(2, RuntimeError("CUDA error: an illegal memory access was encountered"))
+
+        def step():
+            try:
+                calls()
+            except RuntimeError:
+                poisoned["yes"] = True
+                raise
+        return step
+
+    monkeypatch.setattr(cuda, "sync_for", lambda device: sync)
+    monkeypatch.setattr(cuda, "candidates", lambda *args: [{"good": lambda: lambda: torch.ones(1)},
+                                                           {"poisons": poisons}])
     rows = cuda.training_rows(common.MINILM, tiny, warmup=1, repeats=1, compile=False, peak=None,
                               measured_peak=100.0, device="cpu", steps_per_call=1)
     out = capsys.readouterr().out
     assert "timing this round FAILED" in out
     assert "good vs transformers sdpa" in names(rows)
-    assert not any("breaks" in n for n in names(rows))
+    assert not any("poisons" in n for n in names(rows))
     assert "best minibert: good" in out
     assert rows[-1].unit == "%"
 
