@@ -8,7 +8,8 @@ What is unusual here, on purpose:
 - Crash safety. Every --save-every optimizer steps and at each epoch end, the trainable weights, optimizer,
   schedule, RNG states and data position are written atomically (minibert/train_state.py). A run killed with
   SIGKILL and resumed ends with bitwise the same weights and metrics as an uninterrupted one (CPU, same seed).
-  Ctrl-C saves and exits; a NaN/inf loss stops the run and keeps the last good checkpoint.
+  Ctrl-C saves and exits when the current step is done (so that it resumes exactly too); a NaN/inf loss stops the
+  run and keeps the last good checkpoint.
 - No DataLoader: batches are lists of indices from a sampler whose order is a pure function of (seed, epoch),
   collated in the loop. A DataLoader would draw from the global RNG each epoch, which breaks exact resume, and
   with short CPU batches its worker processes buy nothing.
@@ -224,38 +225,43 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
                        unit="batch", disable=run is None)
             batch_in_epoch, running, t_interval = start_batch, [], time.perf_counter()
             while group := [b for _, b in zip(range(cfg.grad_accum), batches)]:  # the micro-batches of one step
-                loss = train_step(forward, optimizer, schedule, group, data["train"], train_collate, cfg)
-                step, batch_in_epoch = step + 1, batch_in_epoch + len(group)
-                running.append(loss)  # a tensor: reading it would wait for the GPU, so we read it only below
-                rng_at_step = train_state.rng_state()
-                bar.update(len(group))
-                last_of_epoch = batch_in_epoch == sampler.batches_per_epoch
-                if step % cfg.log_every and step % cfg.save_every and not last_of_epoch:
-                    continue
-                # Every few steps: wait for the device, check the loss, time the interval, log, maybe save.
-                mean_loss = dist.sum_across_ranks(torch.stack(running).mean().float().cpu()).item() / world
-                if not math.isfinite(mean_loss):
-                    raise Diverged(f"loss became {mean_loss} by step {step}")
-                seconds = time.perf_counter() - t_interval
-                train_seconds += seconds
-                step_times += [seconds / len(running)] * len(running)
-                reviews_per_s = len(running) * cfg.batch_size / seconds
-                bar.set_postfix(loss=f"{mean_loss:.3f}", reviews_per_s=f"{reviews_per_s:.1f}")
-                if run and (step % cfg.log_every == 0 or last_of_epoch):
-                    run.log(type="train", step=step, epoch=epoch, loss=mean_loss, lr=schedule.get_last_lr()[0],
-                            reviews_per_s=reviews_per_s)
-                if step % cfg.save_every == 0:
-                    checkpoint(batch_in_epoch, epoch, dist.gather(rng_at_step))
-                running, t_interval = [], time.perf_counter()
+                # Ctrl-C takes effect when a step is done and counted, never inside it (train_state.py)
+                with train_state.interrupts_deferred():
+                    lr = schedule.get_last_lr()[0]  # the rate this step uses (train_step moves the schedule on)
+                    loss = train_step(forward, optimizer, schedule, group, data["train"], train_collate, cfg)
+                    step, batch_in_epoch = step + 1, batch_in_epoch + len(group)
+                    running.append(loss)  # a tensor: reading it would wait for the GPU, so we read it only below
+                    rng_at_step = train_state.rng_state()
+                    bar.update(len(group))
+                    last_of_epoch = batch_in_epoch == sampler.batches_per_epoch
+                    if step % cfg.log_every and step % cfg.save_every and not last_of_epoch:
+                        continue
+                    # Every few steps: wait for the device, check the loss, time the interval, log, maybe save.
+                    mean_loss = dist.sum_across_ranks(torch.stack(running).mean().float().cpu()).item() / world
+                    if not math.isfinite(mean_loss):
+                        raise Diverged(f"loss became {mean_loss} by step {step}")
+                    seconds = time.perf_counter() - t_interval
+                    train_seconds += seconds
+                    step_times += [seconds / len(running)] * len(running)
+                    reviews_per_s = len(running) * cfg.batch_size / seconds
+                    bar.set_postfix(loss=f"{mean_loss:.3f}", reviews_per_s=f"{reviews_per_s:.1f}")
+                    if run and (step % cfg.log_every == 0 or last_of_epoch):
+                        run.log(type="train", step=step, epoch=epoch, loss=mean_loss, lr=lr,
+                                reviews_per_s=reviews_per_s)
+                    if step % cfg.save_every == 0:
+                        checkpoint(batch_in_epoch, epoch, dist.gather(rng_at_step))
+                    running, t_interval = [], time.perf_counter()
             bar.close()
-            val = evaluate(model, data["val"], collate, cfg, "validating")
-            if run:
-                run.log(type="eval", split="val", step=step, epoch=epoch, **val)
-            say(f"epoch {epoch + 1}: val loss {val['loss']:.4f}, accuracy {100 * val['accuracy']:.2f}%, "
-                f"F1 {100 * val['f1']:.2f}%")
-            epoch, start_batch = epoch + 1, 0
-            rng_at_step = train_state.rng_state()
-            checkpoint(0, epoch, dist.gather(rng_at_step))
+            with train_state.interrupts_deferred():  # the epoch's validation, its line and its checkpoint, whole
+                val = evaluate(model, data["val"], collate, cfg, "validating")
+                if run:
+                    run.log(type="eval", split="val", step=step, epoch=epoch, **val)
+                say(f"epoch {epoch + 1}: val loss {val['loss']:.4f}, accuracy {100 * val['accuracy']:.2f}%, "
+                    f"F1 {100 * val['f1']:.2f}%")
+                # batch_in_epoch too: a Ctrl-C now saves (epoch + 1, batch 0), not the end of the epoch just done
+                epoch, start_batch, batch_in_epoch = epoch + 1, 0, 0
+                rng_at_step = train_state.rng_state()
+                checkpoint(0, epoch, dist.gather(rng_at_step))
     except KeyboardInterrupt:
         # No gather here: the other ranks may already be gone. Each rank resumes from rank 0's generator.
         checkpoint(batch_in_epoch, epoch, [rng_at_step] * world)
@@ -376,6 +382,7 @@ def main(argv=None) -> dict:
                 sys.exit(f"{folder} already holds a run; continue it with --resume {folder}, or choose another --out")
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "run_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+            Run(folder).truncate(0)  # a run killed here before its first checkpoint left lines of its own
     main_rank = dist.is_main()
     try:
         report = train(cfg, Run(folder) if main_rank else None, resume_from)

@@ -115,6 +115,12 @@ def resolve(cfg: RunConfig) -> RunConfig:
     for name, value in defaults.items():
         if getattr(cfg, name) in (AUTO, 0):
             setattr(cfg, name, value)
+    for name in ("epochs", "batch_size", "grad_accum", "log_every", "save_every"):
+        if getattr(cfg, name) < 1:
+            sys.exit(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if not 0 < cfg.val_fraction < 1:
+        sys.exit(f"--val-fraction must be between 0 and 1 (train.py validates after every epoch), "
+                 f"got {cfg.val_fraction}")
     if cfg.pad_multiple == 0:
         cfg.pad_multiple = cfg.max_len if cfg.cuda_graphs else 1
     if cfg.lr == 0:

@@ -14,13 +14,14 @@ import torch.distributed as dist
 
 
 def setup(device: str) -> tuple[int, int]:
-    """(rank, world_size). Joins the process group when started by torchrun: nccl on CUDA, gloo on CPU."""
+    """(rank, world_size). Joins the process group when started by torchrun: nccl (and gloo) on CUDA, gloo on CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1
     if device == "cuda":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # one GPU per process
-    dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    # On CUDA, nccl for the GPU tensors (gradients) and gloo for the CPU ones (the losses and counts we reduce)
+    dist.init_process_group("cpu:gloo,cuda:nccl" if device == "cuda" else "gloo")
     return dist.get_rank(), world
 
 

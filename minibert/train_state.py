@@ -7,10 +7,16 @@ computes bit for bit what the uninterrupted run computes (on CPU, same seed; tes
 Written atomically: to a temporary file in the same folder, flushed to disk, then renamed over the old one. A
 crash during the write leaves the previous checkpoint intact, never half a file. Read back with
 `torch.load(weights_only=True)`, which refuses to unpickle anything but tensors and plain containers.
+
+Ctrl-C is not a crash: the loop saves a checkpoint when it arrives. It must then arrive between steps, where the
+counters say which steps are done: `interrupts_deferred` holds it back until the step inside has been counted.
 """
 
+import contextlib
 import os
 import random
+import signal
+import threading
 from pathlib import Path
 
 import torch
@@ -30,6 +36,25 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Ctrl-C (SIGINT) inside the block raises KeyboardInterrupt when the block ends, not where it lands.
+
+    Raised inside optimizer.step(), it would leave some weights updated and others not, with the step counter
+    still before the step: the checkpoint saved on Ctrl-C would then resume a step that was half done."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -137,6 +137,85 @@ def test_ctrl_c_saves_and_resume_is_bitwise_identical(tmp_path, tiny_dir, imdb_d
     assert comparable(out) == comparable(reference_run)
 
 
+# train.py run with a Ctrl-C sent from inside the process at an exact point, where a signal from outside would land
+# only by chance: right after AdamW's 28th update (before the loop has counted that step), or while the checkpoint
+# at the end of epoch 1 is being written (step 24).
+CTRL_C_AT = {
+    "optimizer step": """
+import torch
+update = torch.optim.AdamW.step
+def step(self, *args, **kwargs):
+    out = update(self, *args, **kwargs)
+    calls.append(1)
+    if len(calls) == 28:
+        os.kill(os.getpid(), signal.SIGINT)
+    return out
+torch.optim.AdamW.step = step
+""",
+    "end-of-epoch checkpoint": """
+from minibert import train_state
+save = train_state.save
+def save_with_ctrl_c(run_dir, **state):
+    if (state["epoch"], state["batch"]) == (1, 0) and not calls:
+        calls.append(1)
+        os.kill(os.getpid(), signal.SIGINT)
+    return save(run_dir, **state)
+train_state.save = save_with_ctrl_c
+"""}
+
+
+@pytest.mark.parametrize("where", CTRL_C_AT)
+def test_ctrl_c_at_the_worst_moment_still_resumes_bitwise_identical(tmp_path, tiny_dir, imdb_dir, reference_run,
+                                                                   where):
+    """Ctrl-C in the middle of a step's bookkeeping, or during the checkpoint that closes an epoch: the saved state
+    must still be one the run passed through (no step done twice, no epoch skipped)."""
+    out = tmp_path / "interrupted"
+    program = ("import os, runpy, signal, sys\ncalls = []\n" + CTRL_C_AT[where]
+               + "sys.argv = ['train.py', *sys.argv[1:]]\nrunpy.run_path('train.py', run_name='__main__')\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-c", program, *args_for(tiny_dir, imdb_dir, out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300, preexec_fn=restore_ctrl_c)
+    assert proc.returncode == 130, proc.stdout + proc.stderr
+    resumed = run_train(["--resume", str(out)])
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output
+    assert comparable(out) == comparable(reference_run)
+
+
+def test_a_fresh_run_in_a_folder_without_checkpoint_starts_a_fresh_metrics_file(tmp_path, tiny_dir, imdb_dir):
+    """A run killed before its first checkpoint cannot be resumed; running again into the same folder must not
+    append to the lines the killed run left."""
+    out = tmp_path / "again"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"type": "train", "step": 1, "loss": 9.0}\n' * 3)
+    train.main(args_for(tiny_dir, imdb_dir, out, "--epochs", "1", "--max-samples", "40"))
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["type"] == "train"]
+    assert steps == list(range(1, len(steps) + 1)) and 9.0 not in [json.loads(line).get("loss") for line in
+                                                                   (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--grad-accum", "0"], "--grad-accum must be at least 1"),
+    (["--log-every", "0"], "--log-every must be at least 1"),
+    (["--epochs", "-1"], "--epochs must be at least 1"),
+    (["--batch-size", "-8"], "--batch-size must be at least 1"),
+    (["--val-fraction", "0"], "--val-fraction must be between 0 and 1"),
+])
+def test_bad_flags_fail_before_any_work_with_a_clear_message(flags, message):
+    with pytest.raises(SystemExit, match=message):
+        train.resolve(train.parse_args(["--device", "cpu", *flags]))
+
+
+def test_lr_logged_is_the_one_the_step_used(reference_run):
+    """metrics.jsonl's lr is the rate of the step it reports: the last step of a warmup + linear decay schedule
+    trains with a small positive rate, not the 0 the schedule reaches after it."""
+    train_lines = [json.loads(line) for line in (reference_run / "metrics.jsonl").read_text().splitlines()
+                   if json.loads(line)["type"] == "train"]
+    assert train_lines[-1]["lr"] > 0
+    assert train_lines[0]["lr"] < train_lines[1]["lr"]  # warmup: the first step uses the smallest rate
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_dir, imdb_dir):
     """An absurd learning rate makes the loss non-finite: the run stops with a clear message and exit code 1,
     and the checkpoint on disk is the last one written before that (finite weights)."""
