@@ -26,7 +26,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 # Idle OpenMP threads otherwise spin, holding the core their partner needs: on a busy 2-core machine a training
@@ -210,6 +210,9 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
 
     def checkpoint(batch_in_epoch: int, epoch_: int, rngs: list[dict]) -> None:
         """`rngs`: every rank's generator state, so each rank resumes its own dropout stream."""
+        # The loss check reads losses from before the last update; an update can still have broken the weights
+        if not all(torch.isfinite(p).all() for p in model.parameters() if p.requires_grad):
+            raise Diverged(f"the weights became non-finite by step {step}")
         if run:
             train_state.save(run.folder, model=train_state.trainable_state(model), optimizer=optimizer.state_dict(),
                              schedule=schedule.state_dict(), rng=rngs, step=step, epoch=epoch_,
@@ -268,7 +271,9 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
         say(f"\ninterrupted: saved step {step}; continue with  python train.py --resume {cfg.out}")
         raise SystemExit(130)
     except Diverged as err:
-        say(f"\nstopped: {err}. The last good checkpoint is kept in {cfg.out}; lower --lr, or raise --warmup.")
+        kept = (f"The last good checkpoint is kept in {cfg.out}" if (Path(cfg.out) / train_state.CHECKPOINT).exists()
+                else "No checkpoint had been written yet")
+        say(f"\nstopped: {err}. {kept}; lower --lr, or raise --warmup.")
         raise SystemExit(1)
 
     loop_seconds = time.perf_counter() - loop_start  # train_seconds + validation, checkpoints, compilation
@@ -369,7 +374,14 @@ def main(argv=None) -> dict:
         folder = Path(cfg.resume)
         if not (folder / "run_config.json").is_file():
             raise FileNotFoundError(f"{folder} is not a run folder (no run_config.json)")
+        given = [f"--{f.name.replace('_', '-')}" for f in fields(RunConfig)
+                 if f.name != "resume" and getattr(cfg, f.name) != f.default]
+        if given:  # silently ignoring them would let `--resume RUN --epochs 3` look like it trains longer
+            sys.exit(f"--resume continues a run with the settings it was started with; drop {', '.join(given)} "
+                     f"(to change them, start a new run)")
         cfg = RunConfig(**{**json.loads((folder / "run_config.json").read_text()), "resume": None})
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            sys.exit(f"{folder} was a CUDA run and torch sees no CUDA device here; resume it on a GPU machine")
         resume_from = train_state.load(folder)
         dist.setup(cfg.device)
     else:

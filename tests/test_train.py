@@ -229,6 +229,22 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_dir, imdb_
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 
 
+def test_weights_broken_by_an_update_are_never_checkpointed(tmp_path, tiny_dir, imdb_dir):
+    """An infinite learning rate breaks the weights in the first update, while that step's loss (computed before
+    it) is still finite: the run must stop rather than save those weights as a checkpoint to resume from."""
+    out = tmp_path / "broken"
+    proc = run_train(args_for(tiny_dir, imdb_dir, out, "--lr", "inf", "--warmup", "0", "--save-every", "1"))
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, output
+    assert "weights became non-finite by step 1" in output and "No checkpoint had been written yet" in output
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_resume_refuses_flags_it_would_ignore(reference_run):
+    with pytest.raises(SystemExit, match="drop --epochs"):
+        train.main(["--resume", str(reference_run), "--epochs", "3"])
+
+
 def test_tiny_model_overfits_32_reviews(imdb_dir, tiny_dir):
     """The loop really learns: 32 reviews, memorised to 100% training accuracy."""
     cfg = train.resolve(train.parse_args(["--data", str(imdb_dir), "--init", "random", "--model", str(tiny_dir),
