@@ -248,7 +248,7 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
                     step_times += [seconds / len(running)] * len(running)
                     reviews_per_s = len(running) * cfg.batch_size / seconds
                     bar.set_postfix(loss=f"{mean_loss:.3f}", reviews_per_s=f"{reviews_per_s:.1f}")
-                    if run and (step % cfg.log_every == 0 or last_of_epoch):
+                    if run:  # at checkpoints too: every loss is in one line, none dropped between two logs
                         run.log(type="train", step=step, epoch=epoch, loss=mean_loss, lr=lr,
                                 reviews_per_s=reviews_per_s)
                     if step % cfg.save_every == 0:

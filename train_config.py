@@ -61,7 +61,8 @@ class RunConfig:
     pad_multiple: int = field(default=0, metadata={"help": "pad each training batch to a multiple of this many tokens "
                                                            "(at most --max-len); 0: 1 (no rounding), or --max-len "
                                                            "with --cuda-graphs (one shape, so one recording)"})
-    log_every: int = field(default=10, metadata={"help": "optimizer steps between metrics.jsonl lines"})
+    log_every: int = field(default=10, metadata={"help": "optimizer steps between metrics.jsonl lines (one is "
+                                                          "also written at each checkpoint)"})
     save_every: int = field(default=0, metadata={"help": "optimizer steps between checkpoints; 0: 25 on CPU "
                                                           "(~1-2 min), 500 on CUDA (a checkpoint costs ~25 GPU "
                                                           "steps of MiniLM)"})

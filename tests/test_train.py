@@ -240,6 +240,17 @@ def test_weights_broken_by_an_update_are_never_checkpointed(tmp_path, tiny_dir, 
     assert not (out / "checkpoint.pt").exists()
 
 
+def test_every_step_loss_is_logged_once_even_when_checkpoints_fall_between_log_lines(tmp_path, tiny_dir, imdb_dir):
+    """--log-every 4 with a checkpoint every 3 steps, 4 steps an epoch: lines at the checkpoints (3, 6) and at the
+    log points and epoch ends (4, 8). Each line averages the steps since the one before, so no step's loss is
+    dropped from the curve (a checkpoint step used to consume the losses it checked without writing them)."""
+    out = tmp_path / "logged"
+    train.main(args_for(tiny_dir, imdb_dir, out, "--max-samples", "40", "--log-every", "4", "--save-every", "3"))
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["type"] == "train"]
+    assert steps == [3, 4, 6, 8]
+
+
 def test_resume_refuses_flags_it_would_ignore(reference_run):
     with pytest.raises(SystemExit, match="drop --epochs"):
         train.main(["--resume", str(reference_run), "--epochs", "3"])
