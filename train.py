@@ -52,7 +52,7 @@ from minibert.runfolder import Run, device_name, peak_memory_mb  # noqa: E402
 from quant.model import count_bytes  # noqa: E402
 from train_config import RunConfig, parse_args, resolve  # noqa: E402
 
-LABELS = ["negative", "positive"]
+LABELS = ("negative", "positive")  # by logit index: the IMDB labels are 0 = negative, 1 = positive
 HEAD = ("pre_classifier", "classifier")  # minibert's classification head: trained fully, never quantized
 # ------------------------------------------------------------------------------------------------------------
 # Model, optimizer, schedule
@@ -62,12 +62,12 @@ def build_model(cfg: RunConfig):
     """(model, tokenizer). Random init reads only a config (a preset or a folder's config.json), no weights;
     the tokenizer is then all-MiniLM-L6-v2's, whose uncased 30,522-token vocabulary is distilbert-base-uncased's."""
     if cfg.init == "pretrained":
-        model = minibert.load_classifier(cfg.model, num_labels=2, pooling=cfg.pooling)
+        model = minibert.load_classifier(cfg.model, num_labels=2, labels=LABELS, pooling=cfg.pooling)
         tokenizer = minibert.load_tokenizer(cfg.model)
     else:
         config = (minibert.preset(cfg.model) if cfg.model in minibert.config.PRESETS
                   else minibert.config.read_config(minibert.paths.resolve_model_dir(cfg.model)))
-        model = minibert.build_classifier(config.with_(num_labels=2, pooling=cfg.pooling))
+        model = minibert.build_classifier(config.with_(num_labels=2, labels=LABELS, pooling=cfg.pooling))
         tokenizer = minibert.load_tokenizer(minibert.paths.OFFLINE_MINILM)
     if cfg.method == "head":  # a frozen feature extractor: only the head learns
         for name, p in model.named_parameters():

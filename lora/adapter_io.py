@@ -231,6 +231,9 @@ def _check(config: dict, lora: dict, head: list, modules: dict[str, nn.Module]) 
             problems.append(f"{path}: the adapter puts LoRA on a {type(module).__name__}, not an nn.Linear")
         elif isinstance(module, LoRALinear) and module.merged:
             problems.append(f"{path}: its LoRA is merged; unmerge the model before loading new LoRA weights")
+        elif isinstance(module, LoRALinear) and module.r != r:
+            problems.append(f"{path}: already has LoRA of rank {module.r}, the adapter's is r={r}; load it into the "
+                            "model without LoRA")
         else:
             for name, want in (("lora_A", (r, module.in_features)), ("lora_B", (module.out_features, r))):
                 if tuple(pair[name].shape) != want:  # A (r, in), B (out, r)

@@ -17,6 +17,7 @@ We read only safetensors: a `.bin` file is a Python pickle, and unpickling runs 
 """
 
 import logging
+import re
 from pathlib import Path
 
 import torch
@@ -138,6 +139,9 @@ def load_into(model: nn.Module, tensors: dict[str, torch.Tensor], config: Config
     Anything else absent, left over, or of the wrong shape is an error.
     """
     base = BASE_PREFIX[config.family]
+    # Old BERT checkpoints (bert-base-uncased's own) name LayerNorm's weight and bias gamma and beta
+    tensors = {re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", k)): v
+               for k, v in tensors.items()}
     if not any(k.startswith(base) for k in tensors):  # a bare encoder: give it the prefix it would have
         tensors = {base + k: v for k, v in tensors.items()}
     wanted = parameter_map(model, config, prefix)
@@ -181,14 +185,19 @@ def load_encoder(path, **overrides) -> Encoder:
     return encoder.eval()
 
 
-def load_classifier(path, num_labels: int = 2, **overrides) -> Classifier:
+def load_classifier(path, num_labels: int | None = None, **overrides) -> Classifier:
     """A classifier: `forward(input_ids, attention_mask)` -> logits (B, num_labels).
 
-    From a bare encoder checkpoint the head is new (BERT: the pretrained pooler is kept, the classifier is new);
-    from a classifier checkpoint its head must have `num_labels` outputs. `overrides` set Config fields
-    (e.g. pooling="mean", attention="math", dropout=0.0).
+    `num_labels`: None keeps the checkpoint's own (config.json's id2label; 2 when it names none). From a bare
+    encoder checkpoint the head is new (BERT: the pretrained pooler is kept, the classifier is new); from a
+    classifier checkpoint its head must have `num_labels` outputs. `overrides` set Config fields
+    (e.g. pooling="mean", attention="math", dropout=0.0, labels=("negative", "positive")).
     """
-    folder, config = _folder_and_config(path, num_labels=num_labels, **overrides)
+    folder = resolve_model_dir(path)
+    config = read_config(folder)
+    if num_labels is not None and num_labels != config.num_labels:  # a new head: the saved names do not apply
+        overrides = {"labels": (), **overrides, "num_labels": num_labels}
+    config = config.with_(**overrides)
     tensors = read_tensors(weights_file(folder))
     model = Classifier(config)
     load_into(model, tensors, config)
@@ -210,11 +219,20 @@ def save_pretrained(model: Classifier, folder) -> Path:
     With `pooling="mean"` transformers would still read the first token: the logits then differ, so we warn.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     config = model.config
+    # Only a plain float model has Hugging Face's layout: adapters and 4-bit weights have other tensors
+    modules = module_map(config)
+    foreign = [k for k, v in model.state_dict().items()
+               if k.rpartition(".")[0] not in modules or not v.is_floating_point()]
+    if foreign:
+        raise CheckpointError(
+            f"save_pretrained writes a plain float model; these tensors have no place in its layout: {foreign[:4]}"
+            f"{' ...' if len(foreign) > 4 else ''}. Fold adapters in first (lora.merge_and_unload) and "
+            "dequantize 4-bit layers (quant.dequantize_model), or save those with lora.save_adapter / quant.save_4bit")
+    names = parameter_map(model, config)
+    folder.mkdir(parents=True, exist_ok=True)
     if config.pooling != "cls":
         log.warning("pooling=%r: transformers' heads read the first token, so its logits will differ", config.pooling)
-    names = parameter_map(model, config)
     tensors = {names[k]: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     write_config(config, folder)
     tmp = folder / (WEIGHTS + ".tmp")

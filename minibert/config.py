@@ -40,10 +40,12 @@ class Config:
     family: str = "distilbert"  # which classification head: see the module docstring
     pooling: str = "cls"  # "cls": the first token, as both HF heads do; "mean": average over real tokens
     num_labels: int = 2  # C
+    labels: tuple[str, ...] = ()  # the classes' names, by logit index (config.json's id2label); () = LABEL_i
     initializer_range: float = 0.02  # std of the normal init of weights (BERT's choice)
     attention: str = "sdpa"  # "sdpa": torch's fused kernel (default, fast); "math": the explicit formula
 
     def __post_init__(self):
+        object.__setattr__(self, "labels", tuple(self.labels))  # a JSON list too; frozen, so set it this way
         problems = []
         if self.family not in FAMILIES:
             problems.append(f"family must be one of {FAMILIES}, got {self.family!r}")
@@ -60,6 +62,8 @@ class Config:
         if min(self.vocab_size, self.dim, self.n_layers, self.n_heads, self.hidden_dim,
                self.max_position_embeddings, self.num_labels) <= 0:
             problems.append("sizes and num_labels must be positive")
+        if self.labels and len(self.labels) != self.num_labels:
+            problems.append(f"{len(self.labels)} label names for num_labels={self.num_labels}")
         if problems:
             raise ValueError("invalid minibert Config: " + "; ".join(problems))
 
@@ -103,11 +107,13 @@ def from_hf(hf: dict) -> Config:
     """Read a Hugging Face config.json dict of model_type "distilbert" or "bert"."""
     model_type = hf.get("model_type")
     num_labels = len(hf["id2label"]) if "id2label" in hf else hf.get("num_labels", 2)
+    names = tuple(hf.get("id2label", {}).get(str(i), f"LABEL_{i}") for i in range(num_labels))
     common = dict(
         vocab_size=hf["vocab_size"],
         max_position_embeddings=hf["max_position_embeddings"],
         pad_token_id=hf.get("pad_token_id", 0) or 0,
         num_labels=num_labels,
+        labels=() if names == tuple(f"LABEL_{i}" for i in range(num_labels)) else names,  # transformers' defaults
         initializer_range=hf.get("initializer_range", 0.02),
         family=model_type,
     )
@@ -140,8 +146,9 @@ def from_hf(hf: dict) -> Config:
 def to_hf(config: Config, with_head: bool = True) -> dict:
     """The config.json that transformers reads back into the same architecture."""
     c = config
-    labels = {"id2label": {str(i): f"LABEL_{i}" for i in range(c.num_labels)},
-              "label2id": {f"LABEL_{i}": i for i in range(c.num_labels)}}
+    names = c.labels or tuple(f"LABEL_{i}" for i in range(c.num_labels))
+    labels = {"id2label": {str(i): name for i, name in enumerate(names)},
+              "label2id": {name: i for i, name in enumerate(names)}}
     if c.family == "distilbert":
         hf = dict(
             model_type="distilbert",

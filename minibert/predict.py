@@ -14,7 +14,7 @@ import torch
 from .checkpoint import load_classifier
 from .tokenizer import load_tokenizer
 
-LABELS = ("negative", "positive")
+LABELS = ("negative", "positive")  # for 2-label models saved without names (before config.json carried them)
 
 
 def model_folder(run_or_model: Path) -> Path:
@@ -33,6 +33,7 @@ def max_length(run_or_model: Path, default: int = 512) -> int:
 @torch.no_grad()
 def predict(model, tokenizer, texts: list[str], max_len: int, batch_size: int = 32) -> list[tuple[str, float]]:
     """(label, probability) per text, in the order given."""
+    names = model.config.labels or (LABELS if model.config.num_labels == 2 else ())
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths together: less padding
     results = [None] * len(texts)
     for start in range(0, len(order), batch_size):
@@ -41,7 +42,7 @@ def predict(model, tokenizer, texts: list[str], max_len: int, batch_size: int = 
         probs = model(batch["input_ids"], batch["attention_mask"]).softmax(dim=-1)  # (B, C)
         p, label = probs.max(dim=-1)
         for i, pi, li in zip(chunk, p.tolist(), label.tolist()):
-            results[i] = (LABELS[li] if li < len(LABELS) else str(li), pi)
+            results[i] = (names[li] if li < len(names) else str(li), pi)
     return results
 
 
@@ -52,6 +53,8 @@ def main(argv=None) -> list[tuple[str, float]]:
     parser.add_argument("--file", type=Path, help="a file with one text per line")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
     texts = list(args.texts)
     if args.file:
         texts += [line for line in args.file.read_text().splitlines() if line.strip()]

@@ -94,7 +94,7 @@ def make_linear4bit(packed: torch.Tensor, state: NF4State, bias: torch.Tensor | 
                               quant_type=QUANT_TYPE, quant_storage=torch.uint8, module=layer, bnb_quantized=True)
     layer.quant_state = quant_state
     if bias is not None:
-        layer.bias = torch.nn.Parameter(bias.detach().clone())
+        layer.bias = torch.nn.Parameter(bias.detach().clone(), requires_grad=bias.requires_grad)
     layer.support_avx512bf16_for_cpu = False  # keep compute_dtype and the standard layout (module docstring)
     return layer
 

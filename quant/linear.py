@@ -5,7 +5,7 @@
 It is slow on purpose: nothing is fused, so the reader sees the whole 4-bit layer in a few lines. What it holds:
 `weight` is the packed uint8 codes (a frozen Parameter, as in Linear4bit, so LoRA code that wraps any nn.Linear
 subclass works on it and code that needs a float weight refuses it), the block absmax are buffers (the 8-bit codes
-plus the nested absmax and offset with double quant), the bias stays float and trainable.
+plus the nested absmax and offset with double quant), the bias stays float (trainable unless it was frozen).
 
 What is unusual: it subclasses nn.Linear (for `isinstance` checks) but its `weight` is not a float matrix; call
 `dequantize()` for that. `model.to(dtype)` would also cast the float32 absmax buffers, so cast a model *before*
@@ -30,7 +30,7 @@ class NF4Linear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias is not None, device="meta")
         self.weight = nn.Parameter(packed, requires_grad=False)  # (ceil(out * in / 2),) uint8: frozen by nature
         if bias is not None:
-            self.bias = nn.Parameter(bias.detach().clone())
+            self.bias = nn.Parameter(bias.detach().clone(), requires_grad=bias.requires_grad)  # frozen stays frozen
         self.register_buffer("absmax", state.absmax)
         if state.nested is not None:
             self.register_buffer("nested_absmax", state.nested.absmax)

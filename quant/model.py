@@ -145,6 +145,12 @@ def quantize_model(model: nn.Module, skip: tuple[str, ...] = DEFAULT_SKIP, compu
     if already:
         raise ValueError(f"model already holds 4-bit layers ({', '.join(already[:3])}...): quantize a float model, "
                          "or call quant.dequantize_model first")
+    # An adapter (LoRA here or in peft) wraps its layer as `base_layer` and adds small nn.Linear layers of its own,
+    # which this would quantize and freeze too: the adapters must come after quantizing (QLoRA's order)
+    wrapped = [name for name, m in model.named_modules() if isinstance(getattr(m, "base_layer", None), nn.Module)]
+    if wrapped:
+        raise ValueError(f"model holds adapter layers ({', '.join(wrapped[:3])}...): quantize first, then add the "
+                         "adapters (QLoRA: quant.quantize_model, then lora.inject), or merge them in first")
     targets = [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear and not matches(name, skip)]
     if not targets:
         raise ValueError(f"nothing to quantize: the model has no nn.Linear outside skip={skip}")

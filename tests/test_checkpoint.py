@@ -114,3 +114,56 @@ def test_module_names_follow_each_family():
     assert hf_module_name("encoder.layers.1.attention.q_lin", TINY) == "bert.encoder.layer.1.attention.self.query"
     assert hf_module_name("pre_classifier", TINY) == "bert.pooler.dense"
     assert hf_module_name("pre_classifier", distil) == "pre_classifier"
+
+
+def test_a_classifier_keeps_its_number_of_labels_and_their_names(tmp_path):
+    """A 3-class transformers classifier loads as it is (no num_labels to pass), computes transformers' logits,
+    and keeps its class names through our save_pretrained, back to transformers and to predict."""
+    import transformers as hf
+
+    from minibert import predict
+
+    names = {0: "negative", 1: "neutral", 2: "positive"}
+    config = hf.DistilBertConfig(vocab_size=30522, dim=16, n_layers=1, n_heads=2, hidden_dim=32,
+                                 max_position_embeddings=64, id2label=names, label2id={v: k for k, v in names.items()})
+    torch.manual_seed(0)
+    hf.DistilBertForSequenceClassification(config).save_pretrained(tmp_path / "theirs")
+    ours = minibert.load_classifier(tmp_path / "theirs")
+    assert ours.config.num_labels == 3 and ours.config.labels == ("negative", "neutral", "positive")
+    theirs = hf.AutoModelForSequenceClassification.from_pretrained(tmp_path / "theirs").eval()
+    ids = torch.randint(1000, 30522, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), theirs(input_ids=ids).logits, atol=1e-5, rtol=0)
+    ours.save_pretrained(tmp_path / "ours")
+    assert hf.AutoConfig.from_pretrained(tmp_path / "ours").id2label == names
+    tokenizer = minibert.load_tokenizer("all-MiniLM-L6-v2")
+    label, _ = predict.predict(ours, tokenizer, ["a film"], max_len=16)[0]
+    assert label in names.values()
+
+
+def test_old_bert_layer_norm_names_gamma_and_beta_load(saved):
+    """bert-base-uncased's own checkpoint still names LayerNorm's weight gamma and its bias beta (as
+    transformers, we read them as weight and bias)."""
+    edit_weights(saved, lambda t: t.update({k.replace("LayerNorm.weight", "LayerNorm.gamma").replace(
+        "LayerNorm.bias", "LayerNorm.beta"): t.pop(k) for k in [k for k in t if "LayerNorm" in k]}))
+    assert any(k.endswith("LayerNorm.gamma") for k in load_file(saved / "model.safetensors"))
+    reference = minibert.load_classifier(saved)  # gamma/beta read as weight/bias: nothing missing or unexpected
+    assert torch.equal(reference.encoder.embeddings.LayerNorm.weight,
+                       load_file(saved / "model.safetensors")["bert.embeddings.LayerNorm.gamma"])
+
+
+def test_save_pretrained_refuses_adapters_and_4bit_weights_with_a_way_out(tmp_path):
+    """Hugging Face's layout holds a plain float model: a LoRA-wrapped or 4-bit model is refused with what to do,
+    instead of a KeyError or a file that cannot be loaded back."""
+    import lora
+    import quant
+
+    config = TINY.with_(dim=64, n_heads=2, hidden_dim=64)
+    wrapped = lora.inject(minibert.build_classifier(config), r=2, alpha=4)
+    with pytest.raises(CheckpointError, match="lora.merge_and_unload"):
+        wrapped.save_pretrained(tmp_path / "lora")
+    four_bit = minibert.build_classifier(config)
+    quant.quantize_model(four_bit, skip=("pre_classifier", "classifier"))  # in place
+    with pytest.raises(CheckpointError, match="quant.dequantize_model"):
+        four_bit.save_pretrained(tmp_path / "4bit")
+    assert not (tmp_path / "lora").exists() and not (tmp_path / "4bit").exists()

@@ -152,6 +152,12 @@ def test_load_rejects_adapters_that_do_not_fit(distilbert, bert, tmp_path):
         with pytest.raises(ValueError, match=message):
             lora.load_adapter(model, tmp_path / "a", **kwargs)
         assert_unchanged(model, state)
+    wrapped = lora.inject(copy.deepcopy(distilbert), r=2, alpha=4).requires_grad_(True)  # LoRA of another rank
+    state = {k: v.clone() for k, v in wrapped.state_dict().items()}
+    with pytest.raises(ValueError, match="already has LoRA of rank 2, the adapter's is r=4"):
+        lora.load_adapter(wrapped, tmp_path / "a")
+    assert all(p.requires_grad for p in wrapped.parameters())
+    assert all(torch.equal(v, wrapped.state_dict()[k]) for k, v in state.items())
     config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
     (tmp_path / "a" / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
     with pytest.raises(ValueError, match="use_dora=True"):

@@ -60,6 +60,17 @@ def test_qlora_trains_only_adapter_and_head_and_base_stays_4bit():
     assert all(torch.equal(after_packed[k], before_packed[k]) for k in before_packed)
 
 
+def test_quantizing_after_lora_is_refused_and_frozen_biases_stay_frozen():
+    """QLoRA's order is quantize, then inject: the other way round would turn LoRA's own A and B into frozen 4-bit
+    layers. And quantizing keeps each bias's requires_grad: a frozen bias does not start training again."""
+    model = lora.inject(minibert.build_classifier(TINY), r=8, alpha=16, trainable=HEAD)
+    with pytest.raises(ValueError, match="quantize first, then add the adapters"):
+        quant.quantize_model(model, skip=HEAD)
+    model = minibert.build_classifier(TINY).requires_grad_(False)
+    quant.quantize_model(model, skip=HEAD)
+    assert not any(p.requires_grad for p in model.parameters())
+
+
 def test_merging_into_a_4bit_base_is_refused_then_done_on_a_float_copy():
     """lora.merge refuses a 4-bit base (merging would silently re-quantize, peft #2321); dequantize_model gives a
     float copy into which the merge is exact."""
