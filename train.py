@@ -351,6 +351,9 @@ def export(model, tokenizer, run_folder: Path, cfg: RunConfig) -> None:
         model = lora.merge_and_unload(model)
     model.save_pretrained(run_folder / "model")
     tokenizer.backend.save(str(run_folder / "model" / "tokenizer.json"))
+    # Without it, transformers' AutoTokenizer takes the limit as unbounded: truncation=True would cut nothing
+    limit = {"model_max_length": model.config.max_position_embeddings}
+    (run_folder / "model" / "tokenizer_config.json").write_text(json.dumps(limit, indent=2) + "\n")
 
 
 def summary(cfg: RunConfig, report: dict) -> str:

@@ -91,7 +91,8 @@ class Tokenizer:
         if missing:
             raise ValueError(f"this tokenizer has no {missing} token; expected a BERT WordPiece tokenizer")
         self._pad_id, self._cls_id, self._sep_id = ids[PAD], ids[CLS], ids[SEP]
-        self._fingerprint = None
+        # Now, while truncation and padding are off: each call sets them, and to_str() would then say so
+        self._fingerprint = hashlib.sha256(backend.to_str().encode()).hexdigest()[:16]
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> "Tokenizer":
@@ -126,9 +127,8 @@ class Tokenizer:
     @property
     def fingerprint(self) -> str:
         """A hash of the whole pipeline (vocabulary, normalizer, ...): two tokenizers with the same fingerprint
-        give the same ids, so cached token ids can be keyed on it (see minibert/data.py)."""
-        if self._fingerprint is None:
-            self._fingerprint = hashlib.sha256(self.backend.to_str().encode()).hexdigest()[:16]
+        give the same ids, so cached token ids can be keyed on it (see minibert/data.py). The same before and
+        after any call."""
         return self._fingerprint
 
     def _check(self, texts, max_length, add_special_tokens) -> None:

@@ -164,3 +164,12 @@ def test_cli_several_texts_and_max_length(capsys):
         main(["hello", "--max-length", "1"])
     assert exit_info.value.code == 2
     assert "max_length must be an integer >= 2" in capsys.readouterr().err
+
+
+def test_fingerprint_does_not_depend_on_calls_made_before_it():
+    """The token cache is keyed on it: a tokenizer that has already encoded something (which sets truncation and
+    padding on the Rust backend) must give the same key, or every later run misses the cache."""
+    fresh = load_tokenizer("all-MiniLM-L6-v2").fingerprint
+    used = load_tokenizer("all-MiniLM-L6-v2")
+    used(["a review long enough to be cut", "short"], max_length=4)
+    assert used.fingerprint == fresh
