@@ -62,6 +62,10 @@ class Config:
         if min(self.vocab_size, self.dim, self.n_layers, self.n_heads, self.hidden_dim,
                self.max_position_embeddings, self.num_labels) <= 0:
             problems.append("sizes and num_labels must be positive")
+        if self.family == "distilbert" and (self.type_vocab_size or self.layer_norm_eps != 1e-12):
+            # transformers' DistilBERT has no token-type table and hard-codes eps; config.json could not say either
+            problems.append(f"a distilbert config has type_vocab_size=0 and layer_norm_eps=1e-12, got "
+                            f"{self.type_vocab_size} and {self.layer_norm_eps}")
         if self.labels and len(self.labels) != self.num_labels:
             problems.append(f"{len(self.labels)} label names for num_labels={self.num_labels}")
         if problems:

@@ -104,6 +104,8 @@ def test_invalid_config_is_refused():
         minibert.Config(dim=30, n_heads=4)
     with pytest.raises(ValueError, match="pooling must be one of"):
         minibert.Config(pooling="max")
+    with pytest.raises(ValueError, match="a distilbert config has type_vocab_size=0 and layer_norm_eps=1e-12"):
+        minibert.Config(family="distilbert", layer_norm_eps=1e-5)  # it would not survive config.json
 
 
 def test_module_names_follow_each_family():
