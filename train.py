@@ -26,7 +26,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 # Idle OpenMP threads otherwise spin, holding the core their partner needs: on a busy 2-core machine a training
@@ -50,7 +50,7 @@ from minibert.metrics import confusion_matrix, metrics_from_confusion  # noqa: E
 from minibert.plots import plot_confusion, plot_curves  # noqa: E402
 from minibert.runfolder import Run, device_name, peak_memory_mb  # noqa: E402
 from quant.model import count_bytes  # noqa: E402
-from train_config import RunConfig, parse_args, resolve  # noqa: E402
+from train_config import RunConfig, parse_args, refuse_flags_beside_resume, resolve  # noqa: E402
 
 LABELS = ("negative", "positive")  # by logit index: the IMDB labels are 0 = negative, 1 = positive
 HEAD = ("pre_classifier", "classifier")  # minibert's classification head: trained fully, never quantized
@@ -377,11 +377,7 @@ def main(argv=None) -> dict:
         folder = Path(cfg.resume)
         if not (folder / "run_config.json").is_file():
             raise FileNotFoundError(f"{folder} is not a run folder (no run_config.json)")
-        given = [f"--{f.name.replace('_', '-')}" for f in fields(RunConfig)
-                 if f.name != "resume" and getattr(cfg, f.name) != f.default]
-        if given:  # silently ignoring them would let `--resume RUN --epochs 3` look like it trains longer
-            sys.exit(f"--resume continues a run with the settings it was started with; drop {', '.join(given)} "
-                     f"(to change them, start a new run)")
+        refuse_flags_beside_resume(cfg)
         cfg = RunConfig(**{**json.loads((folder / "run_config.json").read_text()), "resume": None})
         if cfg.device == "cuda" and not torch.cuda.is_available():
             sys.exit(f"{folder} was a CUDA run and torch sees no CUDA device here; resume it on a GPU machine")

@@ -132,3 +132,13 @@ def resolve(cfg: RunConfig) -> RunConfig:
     if cfg.out is None:
         cfg.out = f"runs/{time.strftime('%Y%m%d-%H%M%S')}"
     return cfg
+
+
+def refuse_flags_beside_resume(cfg: RunConfig) -> None:
+    """--resume continues a run with the settings it was started with (its run_config.json). Any other flag would
+    be ignored, so it is refused: `--resume RUN --epochs 3` must not look as if it trained longer."""
+    given = [f"--{f.name.replace('_', '-')}" for f in fields(RunConfig)
+             if f.name != "resume" and getattr(cfg, f.name) != f.default]
+    if given:
+        sys.exit(f"--resume continues a run with the settings it was started with; drop {', '.join(given)} "
+                 "(to change them, start a new run)")
