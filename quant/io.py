@@ -86,6 +86,7 @@ def load_4bit(model: nn.Module, path: str | Path, backend: str | None = None) ->
         stored = {key: f.get_tensor(key) for key in f.keys()}
     layers, aliases = json.loads(meta["quant"]), json.loads(meta["aliases"])
 
+    # Everything is checked before anything is replaced: a file that does not fit leaves the model as it was.
     for name, info in layers.items():
         try:
             linear = model.get_submodule(name)
@@ -94,19 +95,35 @@ def load_4bit(model: nn.Module, path: str | Path, backend: str | None = None) ->
         if not isinstance(linear, nn.Linear) or list(linear.weight.shape) != info["shape"]:
             raise ValueError(f"{path}: {name!r} must be an nn.Linear of shape {info['shape']} in the model, got "
                              f"{type(linear).__name__} {list(getattr(linear, 'weight', torch.empty(0)).shape)}")
+        if (f"{name}.bias" in stored) != (linear.bias is not None):
+            raise ValueError(f"{path}: {name!r} has bias={f'{name}.bias' in stored} in the file, "
+                             f"{linear.bias is not None} in the model")
+        if (backend or info["backend"]) == "bnb":
+            from .bnb import check_cpu_shape
+            check_cpu_shape(info["shape"][1], info["blocksize"], linear.weight.device)
+    targets = {k: v for k, v in model.state_dict().items() if not _inside(k, layers)}  # the float tensors
+    for alias, source in aliases.items():
+        if alias in targets:
+            stored[alias] = stored[source]
+    float_stored = {k for k in stored if not _inside(k, layers)}
+    missing, unexpected = sorted(set(targets) - float_stored), sorted(float_stored - set(targets))
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for key, target in targets.items():
+        if target.shape != stored[key].shape:
+            raise ValueError(f"{path}: {key} has shape {tuple(stored[key].shape)}, the model {tuple(target.shape)}")
+
+    for name, info in layers.items():
+        linear = model.get_submodule(name)
         device = linear.weight.device
         nested = None
         if info["double_quant"]:
-            nested = DoubleQuantState(absmax=stored.pop(f"{name}.weight.nested_absmax").to(device),
-                                      offset=stored.pop(f"{name}.weight.nested_offset").to(device))
-        state = NF4State(absmax=stored.pop(f"{name}.weight.absmax").to(device), shape=info["shape"],
+            nested = DoubleQuantState(absmax=stored[f"{name}.weight.nested_absmax"].to(device),
+                                      offset=stored[f"{name}.weight.nested_offset"].to(device))
+        state = NF4State(absmax=stored[f"{name}.weight.absmax"].to(device), shape=info["shape"],
                          dtype=_DTYPES[info["dtype"]], blocksize=info["blocksize"], nested=nested)
-        packed = stored.pop(f"{name}.weight.packed").to(device)
-        bias = stored.pop(f"{name}.bias", None)
-        if (bias is None) != (linear.bias is None):
-            raise ValueError(f"{path}: {name!r} has bias={bias is not None} in the file, "
-                             f"{linear.bias is not None} in the model")
-        bias = None if bias is None else bias.to(device)
+        packed = stored[f"{name}.weight.packed"].to(device)
+        bias = stored[f"{name}.bias"].to(device) if f"{name}.bias" in stored else None
         compute_dtype = _DTYPES[info["compute_dtype"]]
         if (backend or info["backend"]) == "reference":
             layer = NF4Linear(packed, state, bias, compute_dtype)
@@ -115,18 +132,7 @@ def load_4bit(model: nn.Module, path: str | Path, backend: str | None = None) ->
             layer = make_linear4bit(packed, state, bias, compute_dtype)
         layer.train(linear.training)
         _replace(model, name, layer)
-
-    targets = {k: v for k, v in model.state_dict().items() if not _inside(k, layers)}  # 4-bit layers: done
-    for alias, source in aliases.items():
-        if alias in targets:
-            stored[alias] = stored[source]
-    missing = sorted(set(targets) - set(stored))
-    unexpected = sorted(set(stored) - set(targets))
-    if missing or unexpected:
-        raise ValueError(f"{path} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     with torch.no_grad():
         for key, target in targets.items():
-            if target.shape != stored[key].shape:
-                raise ValueError(f"{path}: {key} has shape {tuple(stored[key].shape)}, the model {tuple(target.shape)}")
             target.copy_(stored[key])
     return model

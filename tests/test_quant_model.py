@@ -289,6 +289,19 @@ def test_load_into_the_wrong_model_raises(tmp_path):
         quant.load_4bit(Toy(hidden=96), tmp_path / "m.safetensors")
 
 
+def test_a_file_that_does_not_fit_leaves_the_model_untouched(tmp_path):
+    """Every layer and tensor is checked before the first layer is replaced: a head of another size (checked
+    after the 4-bit layers) must not leave a model half 4-bit."""
+    model = Toy()
+    quant.quantize_model(model, skip=("pre_classifier", "classifier"))
+    quant.save_4bit(model, tmp_path / "m.safetensors")
+    skeleton = Toy()
+    skeleton.classifier = nn.Linear(64, 3)  # 3 classes where the file has 2
+    with pytest.raises(ValueError, match=r"classifier.weight has shape \(2, 64\), the model \(3, 64\)"):
+        quant.load_4bit(skeleton, tmp_path / "m.safetensors")
+    assert four_bit_names(skeleton) == []
+
+
 def test_prepare_for_kbit_training():
     """Base frozen, LayerNorm and head fp32, head trainable; the hook lets gradients through a reentrant checkpoint."""
     model, ids = Toy(dtype=torch.bfloat16), torch.randint(0, 50, (3, 7))
