@@ -303,6 +303,9 @@ def train_step(model, optimizer, schedule, group, dataset, collate, cfg: RunConf
     kernel, and a small model spends more time launching kernels than running them.
     """
     n_reviews = sum(map(len, group))
+    if hasattr(model, "no_sync"):  # DDP averages the ranks' gradients: divide by the mean review count of the ranks,
+        # so that the average is over all their reviews even when the epoch's last batches differ in size
+        n_reviews = dist.sum_across_ranks(torch.tensor(float(n_reviews))).item() / dist.rank_and_world()[1]
     total = 0.0
     for i, indices in enumerate(group):
         batch = to_device(collate([dataset[j] for j in indices]), cfg.device, keep_mask=cfg.cuda_graphs)

@@ -25,10 +25,13 @@ NO_DROPOUT = minibert.Config(dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_p
 def runs(tmp_path_factory, imdb_dir):
     """The same one-step job (16 reviews, --no-bucket so both cut the same shuffled order), run by a single
     process and by torchrun with 2 processes (8 reviews each). The 2-process run names no --out."""
-    root = tmp_path_factory.mktemp("ddp")
+    return one_and_two_processes(tmp_path_factory.mktemp("ddp"), imdb_dir, max_samples=20)
+
+
+def one_and_two_processes(root, imdb_dir, max_samples: int):
     write_config(NO_DROPOUT, root / "tiny")
-    common = ["--data", str(imdb_dir), "--init", "random", "--model", str(root / "tiny"), "--max-samples", "20",
-              "--val-fraction", "0.2", "--eval-samples", "10", "--max-len", "64", "--batch-size", "16",
+    common = ["--data", str(imdb_dir), "--init", "random", "--model", str(root / "tiny"), "--max-samples",
+              str(max_samples), "--val-fraction", "0.2", "--eval-samples", "10", "--max-len", "64", "--batch-size", "16",
               "--epochs", "1", "--no-bucket", "--lr", "1e-3", "--warmup", "0", "--device", "cpu"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, str(REPO / "train.py"), *common, "--out", str(root / "single")],
@@ -43,13 +46,23 @@ def runs(tmp_path_factory, imdb_dir):
 
 def test_two_ranks_equal_one_process_with_double_batch(runs):
     """After one optimizer step, 2 ranks x 8 reviews give the weights of 1 process x 16 reviews (within 1e-6)."""
-    root, _ = runs
+    assert_same_step(*runs)
+
+
+def test_ranks_with_unequal_batches_still_average_over_every_review(tmp_path, imdb_dir):
+    """14 training reviews: one process trains on all 14 at once; of 2 ranks, one gets 8 and the other 6. The
+    step must be the mean over the 14 reviews, not the mean of the two ranks' means (which moved weights 2e-3
+    away; dividing by 7 on each rank instead of 14 once leaves rounding of ~1e-6 that Adam's first step keeps)."""
+    assert_same_step(*one_and_two_processes(tmp_path, imdb_dir, max_samples=18), atol=1e-5)
+
+
+def assert_same_step(root, _, atol: float = 1e-6):
     [double] = (root / "runs").iterdir()
     ours = load_file(double / "model" / "model.safetensors")
     reference = load_file(root / "single" / "model" / "model.safetensors")
     assert ours.keys() == reference.keys()
     for key, tensor in reference.items():
-        torch.testing.assert_close(ours[key], tensor, atol=1e-6, rtol=0, msg=key)
+        torch.testing.assert_close(ours[key], tensor, atol=atol, rtol=0, msg=key)
     # ... and that step really happened: Adam holds moments after exactly one step, in both runs.
     for run in (double, root / "single"):
         optimizer = torch.load(run / "checkpoint.pt", weights_only=True)["optimizer"]
