@@ -20,7 +20,6 @@ What is unusual here, on purpose:
 """
 
 import contextlib
-import copy
 import json
 import math
 import os
@@ -43,7 +42,6 @@ import quant  # noqa: E402
 from minibert import distributed as dist  # noqa: E402
 from minibert import train_state  # noqa: E402
 from minibert.batching import Collator, LengthBucketBatchSampler, PadToMultiple  # noqa: E402
-from minibert.checkpoint import hf_module_name  # noqa: E402
 from minibert.cuda_graphs import ShapeGraphs, keep_grads  # noqa: E402
 from minibert.data import prepare_imdb  # noqa: E402
 from minibert.metrics import confusion_matrix, metrics_from_confusion  # noqa: E402
@@ -51,6 +49,7 @@ from minibert.plots import plot_confusion, plot_curves  # noqa: E402
 from minibert.runfolder import Run, device_name, peak_memory_mb  # noqa: E402
 from quant.model import count_bytes  # noqa: E402
 from train_config import RunConfig, parse_args, refuse_flags_beside_resume, resolve  # noqa: E402
+from train_outputs import export, summary  # noqa: E402
 
 LABELS = ("negative", "positive")  # by logit index: the IMDB labels are 0 = negative, 1 = positive
 HEAD = ("pre_classifier", "classifier")  # minibert's classification head: trained fully, never quantized
@@ -303,8 +302,9 @@ def train_step(model, optimizer, schedule, group, dataset, collate, cfg: RunConf
     kernel, and a small model spends more time launching kernels than running them.
     """
     n_reviews = sum(map(len, group))
-    if hasattr(model, "no_sync"):  # DDP averages the ranks' gradients: divide by the mean review count of the ranks,
-        # so that the average is over all their reviews even when the epoch's last batches differ in size
+    # DDP averages the ranks' gradients: divide by the ranks' mean review count, so that the step averages over
+    # every review even when the epoch's last batches differ in size
+    if hasattr(model, "no_sync"):
         n_reviews = dist.sum_across_ranks(torch.tensor(float(n_reviews))).item() / dist.rank_and_world()[1]
     total = 0.0
     for i, indices in enumerate(group):
@@ -337,40 +337,6 @@ def train_step(model, optimizer, schedule, group, dataset, collate, cfg: RunConf
 def say(message: str) -> None:
     if dist.is_main():
         print(message, flush=True)
-
-
-def export(model, tokenizer, run_folder: Path, cfg: RunConfig) -> None:
-    """model/: the fine-tuned model in Hugging Face layout with its tokenizer (transformers and minibert.predict
-    load it). LoRA runs first write adapter/ in peft's format, under the checkpoint's module names, then model/
-    from a merged copy (the trained model itself keeps its adapter)."""
-    if cfg.method in ("lora", "qlora"):
-        lora.save_adapter(model, run_folder / "adapter", module_name_map=lambda p: hf_module_name(p, model.config),
-                          base_model_name_or_path=cfg.model, task_type="SEQ_CLS")
-        if not cfg.merge:
-            return
-        model = copy.deepcopy(model)
-        if cfg.method == "qlora":  # merging into 4-bit weights would re-quantize them: merge into a float copy
-            model = quant.dequantize_model(model)
-        model = lora.merge_and_unload(model)
-    model.save_pretrained(run_folder / "model")
-    tokenizer.backend.save(str(run_folder / "model" / "tokenizer.json"))
-    # Without it, transformers' AutoTokenizer takes the limit as unbounded: truncation=True would cut nothing
-    limit = {"model_max_length": model.config.max_position_embeddings}
-    (run_folder / "model" / "tokenizer_config.json").write_text(json.dumps(limit, indent=2) + "\n")
-
-
-def summary(cfg: RunConfig, report: dict) -> str:
-    rows = [("model", f"{cfg.model} ({cfg.init}, {cfg.method}, pooling={cfg.pooling})"),
-            ("data", f"{report['n_train']} train / {report['n_val']} val / {report['n_test']} test, "
-                     f"max_len {cfg.max_len}"),
-            ("validation", f"accuracy {100 * report['val_accuracy']:.2f}%  F1 {100 * report['val_f1']:.2f}%"),
-            ("test", f"accuracy {100 * report['test_accuracy']:.2f}%  F1 {100 * report['test_f1']:.2f}%"),
-            ("time", f"train {report['train_seconds']:.0f} s ({report['steps']} steps), test eval "
-                     f"{report['test_eval_seconds']:.0f} s on {report['device']}"),
-            ("parameters", f"{report['trainable_params']:,} trainable of {report['total_params']:,}"),
-            ("memory", f"peak {report['peak_memory_mb']:.0f} MB, weights {report['weight_memory_mb']:.0f} MB"),
-            ("run folder", str(cfg.out))]
-    return "\n".join(f"  {k:<11} {v}" for k, v in rows)
 
 
 def main(argv=None) -> dict:

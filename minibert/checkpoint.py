@@ -17,7 +17,6 @@ We read only safetensors: a `.bin` file is a Python pickle, and unpickling runs 
 """
 
 import logging
-import re
 from pathlib import Path
 
 import torch
@@ -132,6 +131,17 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"cannot read {path} as safetensors: {err}") from None
 
 
+# Old BERT checkpoints (bert-base-uncased's own) still call LayerNorm's weight and bias gamma and beta
+OLD_SUFFIXES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
+
+
+def modern_name(key: str) -> str:
+    for old, new in OLD_SUFFIXES.items():
+        if key.endswith(old):
+            return key.removesuffix(old) + new
+    return key
+
+
 def load_into(model: nn.Module, tensors: dict[str, torch.Tensor], config: Config, prefix: str = "") -> list[str]:
     """Copy checkpoint `tensors` into `model`; returns our keys that were absent and left freshly initialised.
 
@@ -139,9 +149,7 @@ def load_into(model: nn.Module, tensors: dict[str, torch.Tensor], config: Config
     Anything else absent, left over, or of the wrong shape is an error.
     """
     base = BASE_PREFIX[config.family]
-    # Old BERT checkpoints (bert-base-uncased's own) name LayerNorm's weight and bias gamma and beta
-    tensors = {re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", k)): v
-               for k, v in tensors.items()}
+    tensors = {modern_name(k): v for k, v in tensors.items()}
     if not any(k.startswith(base) for k in tensors):  # a bare encoder: give it the prefix it would have
         tensors = {base + k: v for k, v in tensors.items()}
     wanted = parameter_map(model, config, prefix)

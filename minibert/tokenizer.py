@@ -108,6 +108,18 @@ class Tokenizer:
             return cls(build_wordpiece_from_vocab(folder / "vocab.txt", lowercase=lowercase))
         raise FileNotFoundError(f"{folder} has neither tokenizer.json nor vocab.txt; cannot build a tokenizer")
 
+    def save_pretrained(self, folder: str | Path, model_max_length: int) -> None:
+        """tokenizer.json, which `from_folder` and transformers read, and tokenizer_config.json with the longest
+        input the model takes: without it transformers' AutoTokenizer takes the limit as unbounded, and
+        truncation=True would cut nothing."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.backend.no_truncation()  # the last call's settings are not the tokenizer's
+        self.backend.no_padding()
+        self.backend.save(str(folder / "tokenizer.json"))
+        limit = {"model_max_length": model_max_length}
+        (folder / "tokenizer_config.json").write_text(json.dumps(limit, indent=2) + "\n")
+
     @property
     def pad_id(self) -> int:
         return self._pad_id
