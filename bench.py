@@ -51,6 +51,9 @@ def parse_args(argv):
                         help="CUDA mfu: add a candidate compiled with max-autotune (minutes of compilation)")
     parser.add_argument("--attention", choices=("flash", "efficient", "cudnn", "math"),  # cuda.py SDPA_BACKENDS
                         help="CUDA: let SDPA use only this kernel family, on both sides; unset: torch picks")
+    parser.add_argument("--mfu-only", action="append", metavar="NAME",
+                        help="CUDA mfu: time only this candidate against transformers (repeatable; at most one "
+                             "whole-step graph per process); an unknown NAME lists them")
     args = parser.parse_args(argv)
     if args.cuda_only:
         args.only = ["cuda"]
@@ -159,6 +162,13 @@ def main(argv=None) -> list:
     from benchmarks.timing import format_table
 
     wanted = set(args.only or SECTIONS)
+    if args.mfu_only:  # checked before any measurement: a name mistyped on a GPU machine must not cost its time
+        from benchmarks.cuda import candidates
+
+        try:
+            candidates(None, None, 1, not args.no_compile, args.autotune, args.mfu_only)
+        except ValueError as err:
+            sys.exit(str(err))
     if "cuda" in wanted and not torch.cuda.is_available():
         if args.only:
             sys.exit("the cuda section needs a CUDA device; torch.cuda.is_available() is False here")
@@ -178,7 +188,7 @@ def main(argv=None) -> list:
         if unknown := set(parts) - set(CUDA_PARTS):
             sys.exit(f"unknown --cuda-parts {sorted(unknown)}; choose from {', '.join(CUDA_PARTS)}")
         cuda_rows(quick=args.quick, compile=not args.no_compile, parts=parts, autotune=args.autotune,
-                  profile=args.profile, attention=args.attention, emit=report.add)
+                  profile=args.profile, attention=args.attention, emit=report.add, mfu_only=args.mfu_only)
     meta["seconds"] = round(time.perf_counter() - start, 1)
     meta["load_average_end"] = os.getloadavg()
     print(f"\n== all rows ({meta['seconds']:.0f} s; load average at start {meta['load_average_start'][0]:.1f}, "

@@ -113,13 +113,14 @@ def tokenized_batch(tokenizer, texts: list[str], max_length: int, device: str = 
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def make_optimizer(model: nn.Module, capturable: bool = False) -> torch.optim.AdamW:
+def make_optimizer(model: nn.Module, capturable: bool = False, fused: bool = True) -> torch.optim.AdamW:
     """AdamW on the trainable parameters, the same for ours and theirs. On CUDA the fused kernel (one launch for
     all parameters; transformers' Trainer default with torch >= 2.8); on CPU torch's default (per-parameter loop:
     fused=True measured no faster there, 2.51 vs 2.52 s per MiniLM step). `capturable`: the step count lives on
-    the GPU, so a CUDA graph may record optimizer.step()."""
+    the GPU, so a CUDA graph may record optimizer.step(). `fused=False`: torch's foreach AdamW (for compiled_update,
+    whose kernels inductor writes)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(trainable, lr=5e-5, weight_decay=0.01, fused=trainable[0].is_cuda or None,
+    return torch.optim.AdamW(trainable, lr=5e-5, weight_decay=0.01, fused=(fused and trainable[0].is_cuda) or None,
                              capturable=capturable)
 
 
@@ -134,21 +135,39 @@ def clip_in_adamw(optimizer: torch.optim.Optimizer, params: list, max_norm: floa
     optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0)  # the epsilon of clip_grad_norm_
 
 
+def compiled_update(optimizer: torch.optim.Optimizer, params: list, max_norm: float):
+    """clip_grad_norm_ then optimizer.step(), as one torch.compile'd function.
+
+    Inductor writes the update itself: the norm as one reduction, then the AdamW update of all parameters in a few
+    horizontally fused kernels that read each gradient once, already scaled by the clip coefficient; torch's fused
+    AdamW is one hand-written kernel and clip_grad_norm_ two passes. The optimizer must not be fused=True
+    (make_optimizer(fused=False)): inductor compiles the foreach implementation."""
+    @torch.compile
+    def update():
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        optimizer.step()
+    return update
+
+
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, set_to_none: bool = True,
-               clip_in_optimizer: bool = False, max_norm: float = 1.0) -> None:
+               clip_in_optimizer: bool = False, max_norm: float = 1.0, update=None) -> None:
     """`set_to_none=False` for a CUDA-graph runner, which needs .grad to stay our own buffer (cuda_graphs.py).
-    `clip_in_optimizer`: clip_in_adamw instead of clip_grad_norm_ (fused AdamW only)."""
+    `clip_in_optimizer`: clip_in_adamw instead of clip_grad_norm_ (fused AdamW only). `update`: a function doing
+    clipping and the optimizer step (compiled_update) in place of both."""
     device = batch["input_ids"].device.type
     with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
         logits = model(batch["input_ids"], batch["attention_mask"])  # (B, C)
     loss = F.cross_entropy(logits.float(), batch["labels"])
     loss.backward()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    if clip_in_optimizer:
-        clip_in_adamw(optimizer, trainable, max_norm)
+    if update is not None:
+        update()
     else:
-        torch.nn.utils.clip_grad_norm_(trainable, max_norm)
-    optimizer.step()
+        if clip_in_optimizer:
+            clip_in_adamw(optimizer, trainable, max_norm)
+        else:
+            torch.nn.utils.clip_grad_norm_(trainable, max_norm)
+        optimizer.step()
     optimizer.zero_grad(set_to_none=set_to_none)
 
 
@@ -171,7 +190,7 @@ def stepper(model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer | No
 
 
 def whole_step_graph(model: nn.Module, batch: dict, steps: int = 1, clip_in_optimizer: bool = False,
-                     warmup: int = 3):
+                     compile_update: bool = False, warmup: int = 3):
     """Like `stepper`, but each step is ONE replay of a CUDA graph that holds the whole step: forward, loss,
     backward, clipping and AdamW. (minibert.cuda_graphs records forward and backward only; the optimizer still
     launches its kernels from Python there, and the backward adds into .grad buffers of our own.)
@@ -182,18 +201,22 @@ def whole_step_graph(model: nn.Module, batch: dict, steps: int = 1, clip_in_opti
     - warm-up steps on a side stream first: compilation, optimizer state, cuBLAS/cuDNN plans all happen there,
       outside the recording;
     - gradients that are None when recording starts: the recorded backward then writes (not adds) them into
-      the graph's own memory, the recorded optimizer reads them there, and every replay overwrites them."""
+      the graph's own memory, the recorded optimizer reads them there, and every replay overwrites them.
+    `compile_update`: clipping and AdamW through `compiled_update` (compiled during the warm-up steps)."""
     model.train()
-    optimizer = make_optimizer(model, capturable=True)
+    optimizer = make_optimizer(model, capturable=True, fused=not compile_update)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    options = dict(clip_in_optimizer=clip_in_optimizer,
+                   update=compiled_update(optimizer, trainable, 1.0) if compile_update else None)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         for _ in range(warmup):
-            train_step(model, optimizer, batch, clip_in_optimizer=clip_in_optimizer)  # ends with .grad = None
+            train_step(model, optimizer, batch, **options)  # ends with .grad = None
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        train_step(model, optimizer, batch, clip_in_optimizer=clip_in_optimizer)
+        train_step(model, optimizer, batch, **options)
 
     def run():
         for _ in range(steps):

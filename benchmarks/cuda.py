@@ -38,18 +38,23 @@ def peak_tflops(device_name: str) -> float | None:
     return next((peak for key, peak in PEAK_BF16 if key in device_name), None)
 
 
-def matmul_tflops(n: int = 8192, repeats: int = 10) -> float:
-    """What one large bf16 matmul reaches on this GPU: a realistic ceiling for MFU."""
+def matmul_tflops(n: int = 8192, repeats: int = 10, trials: int = 5) -> float:
+    """What one large bf16 matmul reaches on this GPU: a realistic ceiling for MFU. The best of `trials` timings of
+    `repeats` matmuls each: a ceiling is the best the chip does (one timing read 780 to 801 TFLOP/s on the same
+    H200 in calls H to J, and the MFU row moved with it)."""
     a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
     for _ in range(3):
         a @ b
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    torch.cuda.synchronize()
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
+    best = 0.0
+    for _ in range(trials):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        torch.cuda.synchronize()
+        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12)
+    return best
 
 
 def step_flops(model, batch_size: int, seq_len: int) -> float:
@@ -61,7 +66,7 @@ def step_flops(model, batch_size: int, seq_len: int) -> float:
 
 def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compile: bool,
                   peak: float | None, measured_peak: float, device: str = "cuda", steps_per_call: int = 5,
-                  autotune: bool = False, profile: bool = False, emit=None) -> list[Row]:
+                  autotune: bool = False, profile: bool = False, emit=None, only: list[str] | None = None) -> list[Row]:
     """Step time of ours (default, fast paths, + CUDA graphs, + torch.compile, + whole-step graphs) and transformers
     sdpa; TFLOP/s, MFU.
 
@@ -71,7 +76,7 @@ def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compi
     one step. A candidate that fails (to compile, to record, or later while timed) is reported and left out.
     Two rounds, each timed against transformers and handed to `emit` (default: print) as soon as it is timed:
     first the candidates that could reach the MFU goal, then the others. A run cut short by its time limit still
-    reports the first round.
+    reports the first round. `only`: just these candidates (`candidates`), in one round.
     `autotune`: one more candidate, compiled with mode="max-autotune-no-cudagraphs" (inductor benchmarks several
     matmul kernels per shape: minutes of compilation). `profile`: print where the best candidate's GPU time goes.
     """
@@ -82,7 +87,7 @@ def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compi
     theirs = common.Logits(common.theirs_from(ours, ("sdpa",), device)["sdpa"])
     B, T = batch["input_ids"].shape
     short = f"{'MiniLM' if model_name == common.MINILM else 'distilbert-base'} {B}x{T} bf16"
-    rounds = candidates(ours, batch, steps_per_call, compile, autotune)
+    rounds = candidates(ours, batch, steps_per_call, compile, autotune, only)
 
     steps = {"transformers": common.stepper(theirs, batch, steps=steps_per_call)}
     seconds, refs, rows = {}, {}, []  # refs: each candidate's reference, timed in the same round
@@ -137,9 +142,18 @@ def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compi
     return rows
 
 
-def candidates(ours, batch: dict, steps_per_call: int, compile: bool, autotune: bool) -> list[dict]:
+# In the name of every candidate that records its whole training step as one CUDA graph. Two such graphs alive in
+# one process crashed it (segfault in CUDAGraph.replay, torch 2.11 on the H200, calls I and J of docs/benchmarks.md;
+# each alone, or beside inductor's own CUDA graphs, ran): a process times at most one, the others run alone with
+# bench.py --mfu-only NAME.
+WHOLE_STEP = "whole-step graph"
+
+
+def candidates(ours, batch: dict, steps_per_call: int, compile: bool, autotune: bool,
+               only: list[str] | None = None) -> list[dict]:
     """Two rounds of {row name: a function that builds that candidate's stepper}: the ones that could reach the
-    MFU goal, then the others."""
+    MFU goal, then the others; one whole-step graph among them. `only`: one round of just these names (at most
+    one whole-step graph). Nothing is built here: the makers run when their candidate's turn comes."""
     def fast(compiled: bool = False, bf16_residual: bool = False, fused_qkv: bool = True, **options):
         model = set_fast_paths(copy.deepcopy(ours), fused_qkv=fused_qkv, bf16_residual=bf16_residual)
         return compile_model(model, dynamic=False, **options) if compiled else model  # one fixed shape here
@@ -154,10 +168,9 @@ def candidates(ours, batch: dict, steps_per_call: int, compile: bool, autotune: 
     others = {"minibert": lambda: common.stepper(ours, batch, steps=steps_per_call),
               "minibert fast": stepper(fast),
               "minibert fast + CUDA graphs": stepper(fast, cuda_graphs=True)}
-    # whole-step recordings go last in their round: one that fails cannot cost the candidates before it
-    last = {"minibert fast + whole-step graph": whole_step(fast)}
+    eager_whole_step = {f"minibert fast + {WHOLE_STEP}": whole_step(fast)}
     if not compile:
-        return [others | last]
+        return pick([others | eager_whole_step], only)
 
     def compiled(**options):  # a maker of compiled fast-path models with these options
         return partial(fast, True, **options)
@@ -168,21 +181,13 @@ def candidates(ours, batch: dict, steps_per_call: int, compile: bool, autotune: 
     rng_name = " + eager-style RNG" if rng else ""
     goal = {
         "minibert fast + compile + bf16 residual": stepper(compiled(bf16_residual=True)),
-        # inductor's own CUDA graphs (forward and backward; gradients are graph outputs, nothing to copy back):
-        # the best row measured before the whole-step graphs
+        # inductor's own CUDA graphs (forward and backward; gradients are graph outputs, nothing to copy back)
         "minibert fast + compile reduce-overhead + bf16 residual":
             stepper(compiled(bf16_residual=True, mode="reduce-overhead")),
-        "minibert fast + compile + bf16 residual + whole-step graph + clip in AdamW":
+        # the best row measured (calls H and I: 13.16-13.28 ms); recorded last: a failed recording costs no other row
+        f"minibert fast + compile + bf16 residual + {WHOLE_STEP} + clip in AdamW":
             whole_step(compiled(bf16_residual=True), clip_in_optimizer=True),
-        # Three Q/K/V matmuls instead of one: q, k, v are then views of their own (B, T, D) buffers, and SDPA's
-        # backward returns dq, dk, dv in that layout, so the (B, T, 3D) stacking copy of the fused path's
-        # backward (~0.33 ms a step in call E's profile) goes, for three narrower matmuls
-        "minibert + compile + bf16 residual (Q/K/V unfused) + whole-step graph + clip in AdamW" + rng_name:
-            whole_step(compiled(bf16_residual=True, fused_qkv=False, **rng), clip_in_optimizer=True),
     }
-    if rng:
-        goal["minibert fast + compile + bf16 residual + whole-step graph + clip in AdamW" + rng_name] = \
-            whole_step(compiled(bf16_residual=True, **rng), clip_in_optimizer=True)
     others |= {
         "minibert fast + compile": stepper(compiled()),
         "minibert fast + compile + CUDA graphs": stepper(compiled(), cuda_graphs=True),
@@ -190,8 +195,35 @@ def candidates(ours, batch: dict, steps_per_call: int, compile: bool, autotune: 
     }
     if autotune:
         others["minibert fast + compile max-autotune"] = stepper(compiled(mode="max-autotune-no-cudagraphs"))
-    last["minibert fast + compile + bf16 residual + whole-step graph"] = whole_step(compiled(bf16_residual=True))
-    return [goal, others | last]
+    alone = eager_whole_step | {
+        f"minibert fast + compile + bf16 residual + {WHOLE_STEP}": whole_step(compiled(bf16_residual=True)),
+        # clipping and AdamW compiled too: inductor's own fused update kernels instead of torch's fused AdamW
+        f"minibert fast + compile + bf16 residual + {WHOLE_STEP} + compiled clip and AdamW":
+            whole_step(compiled(bf16_residual=True), compile_update=True),
+        # Three Q/K/V matmuls instead of one: q, k, v are then views of their own (B, T, D) buffers, and SDPA's
+        # backward returns dq, dk, dv in that layout, so the (B, T, 3D) stacking copy of the fused path's
+        # backward (~0.33 ms a step in call E's profile) goes, for three narrower matmuls (call H: 13.64 ms)
+        f"minibert + compile + bf16 residual (Q/K/V unfused) + {WHOLE_STEP} + clip in AdamW" + rng_name:
+            whole_step(compiled(bf16_residual=True, fused_qkv=False, **rng), clip_in_optimizer=True),
+    }
+    if rng:
+        alone[f"minibert fast + compile + bf16 residual + {WHOLE_STEP} + clip in AdamW" + rng_name] = \
+            whole_step(compiled(bf16_residual=True, **rng), clip_in_optimizer=True)
+    return pick([goal, others], only, alone)
+
+
+def pick(rounds: list[dict], only: list[str] | None, alone: dict | None = None) -> list[dict]:
+    """`rounds`, or one round of the candidates named in `only` (from `rounds` or `alone`); refuses unknown names and
+    two whole-step graphs in one process."""
+    if not only:
+        return rounds
+    every = {name: make for round_ in rounds for name, make in round_.items()} | (alone or {})
+    if unknown := [name for name in only if name not in every]:
+        raise ValueError(f"unknown MFU candidate(s) {unknown}; the candidates are:\n  " + "\n  ".join(every))
+    if sum(WHOLE_STEP in name for name in only) > 1:
+        raise ValueError(f"at most one {WHOLE_STEP} candidate per process (two crashed torch 2.11 on the H200); "
+                         "run each with its own bench.py --mfu-only NAME")
+    return [{name: every[name] for name in dict.fromkeys(only)}]
 
 
 def first_calls(makers: dict, steps_per_call: int, sync) -> dict:
@@ -318,11 +350,12 @@ def sdpa_backend(name: str | None):
     return sdpa_kernel(getattr(SDPBackend, SDPA_BACKENDS[name]))
 
 
-def cuda_rows(quick: bool, compile: bool = True, parts=PARTS, autotune: bool = False,
-              profile: bool = False, attention: str | None = None, emit=None) -> list[Row]:
+def cuda_rows(quick: bool, compile: bool = True, parts=PARTS, autotune: bool = False, profile: bool = False,
+              attention: str | None = None, emit=None, mfu_only: list[str] | None = None) -> list[Row]:
     """The CUDA rows of `parts`. Each part runs on its own: one that fails prints why, the others still report.
     `attention`: one of SDPA_BACKENDS for every attention call of both sides (rows then say which).
-    `emit(rows)` is handed the rows as soon as they are measured (default: print them)."""
+    `emit(rows)` is handed the rows as soon as they are measured (default: print them). `mfu_only`: the mfu part
+    times only these candidates."""
     emit = emit or (lambda new: print(format_table(new), flush=True))
     if not torch.cuda.is_available():
         raise RuntimeError("--cuda-only needs a CUDA device; torch.cuda.is_available() is False here")
@@ -342,7 +375,8 @@ def cuda_rows(quick: bool, compile: bool = True, parts=PARTS, autotune: bool = F
 
     runs = {
         "mfu": lambda: training_rows(common.DISTILBERT, common.random_batch(32, 512, device="cuda"), warmup, repeats,
-                                     compile, peak, measured, autotune=autotune, profile=profile, emit=report),
+                                     compile, peak, measured, autotune=autotune, profile=profile, emit=report,
+                                     only=mfu_only),
         "minilm": lambda: training_rows(common.MINILM, common.random_batch(32, 256, device="cuda"), warmup, repeats,
                                         False, peak, measured, emit=report),
         "inference": lambda: report(inference_rows(common.MINILM, 20 if quick else 50, 32, 256, 5 if quick else 10)),

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Every GPU check in one run, on one H100/H200 (docs/benchmarks.md, "Section 6"); the parts' time limits add up to
-# 11 minutes (tests,mfu,job: under 10):
-#   tests  the tests marked `gpu` (NF4 bit-exactness on CUDA, CUDA graphs, the benchmark's whole-step graph)
-#   mfu    bench.py's CUDA MFU step (distilbert-base 32 x 512): the candidates that could reach 45% first, then
-#          the others, each round printed when timed; the best one's kernel profile
-#   job    the IMDB job: train.py --cuda-graphs with --cls-only, then a plain transformers loop, then without
-#   rest   the other CUDA rows: MiniLM step, inference, LoRA / QLoRA (these with bitsandbytes)
+# 13 minutes (tests,mfu,job: under 10):
+#   tests      the tests marked `gpu` (NF4 bit-exactness on CUDA, CUDA graphs, the benchmark's whole-step graphs)
+#   mfu        bench.py's CUDA MFU step (distilbert-base 32 x 512): the candidates that could reach 45% first, then
+#              the others, each round printed when timed; the best one's kernel profile
+#   mfu-alone  MFU candidates that record a second whole-step graph, each in a process of its own (two in one
+#              process crashed it: benchmarks/cuda.py WHOLE_STEP), each timed against transformers again
+#   job        the IMDB job (after an untimed warm-up run): train.py --cuda-graphs with --cls-only, then a plain
+#              transformers loop, then without --cls-only
+#   rest       the other CUDA rows: MiniLM step, inference, LoRA / QLoRA (these with bitsandbytes)
 # Each part has its own time limit and writes into OUT as it goes; a failing part does not stop the next.
 #
 #   bash benchmarks/gpu_check.sh [IMDB folder] [OUT folder]      # defaults: ../shared/data/imdb, $OUT or runs/gpu_check
@@ -19,7 +22,7 @@ set -u
 DATA=${1:-../shared/data/imdb}
 OUT=${2:-${OUT:-runs/gpu_check}}
 RUNS=${RUNS:-runs/gpu_check_imdb_job}
-PARTS=${PARTS:-tests,mfu,job,rest}
+PARTS=${PARTS:-tests,mfu,mfu-alone,job,rest}
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 mkdir -p "$OUT"
@@ -50,9 +53,19 @@ if wanted mfu; then
     grep -E "CUDA (train step|MFU|achieved)|best minibert|FAILED" "$OUT/bench_mfu.txt" | tail -40
 fi
 
+if wanted mfu-alone; then
+    alone=("minibert fast + compile + bf16 residual + whole-step graph + compiled clip and AdamW")
+    for i in "${!alone[@]}"; do
+        timeout 100 $PY bench.py --cuda-only --cuda-parts mfu --profile --mfu-only "${alone[$i]}" \
+            --json "$OUT/bench_mfu_alone_$i.json" 2>&1 | grep --line-buffered -v "^{" > "$OUT/bench_mfu_alone_$i.txt"
+        log "mfu-alone $i done (exit ${PIPESTATUS[0]}): ${alone[$i]}"
+        grep -E "CUDA (train step|MFU)|FAILED" "$OUT/bench_mfu_alone_$i.txt" | tail -4
+    done
+fi
+
 if wanted job; then
     if [ -d "$DATA" ]; then
-        timeout 170 $PY -m benchmarks.imdb_job --data "$DATA" --out "$RUNS" --order graphs-cls,reference,graphs \
+        timeout 190 $PY -m benchmarks.imdb_job --data "$DATA" --out "$RUNS" --order graphs-cls,reference,graphs \
             --timeout 80 2>&1 | grep --line-buffered -v "it/s\]\|batch/s\]" > "$OUT/imdb_job.txt"
         log "imdb job exit ${PIPESTATUS[0]}"
         tail -15 "$OUT/imdb_job.txt"

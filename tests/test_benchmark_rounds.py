@@ -56,6 +56,23 @@ def test_the_candidates_that_could_reach_the_goal_are_timed_first_and_recordings
         assert recorded == sorted(recorded), names_
 
 
+def test_a_process_records_at_most_one_whole_step_graph(tiny, capsys):
+    """Two whole-step graphs alive in one process crashed it on the H200 (a segfault in CUDAGraph.replay, whatever
+    the candidates beside them): the default rounds hold one, any other runs alone by name (bench.py --mfu-only),
+    and two asked for at once are refused before anything is built."""
+    for compile in (False, True):
+        rounds = cuda.candidates(tiny_model(), tiny, 1, compile=compile, autotune=True)
+        assert sum(cuda.WHOLE_STEP in name for round_ in rounds for name in round_) == 1
+    alone = f"minibert fast + compile + bf16 residual + {cuda.WHOLE_STEP} + compiled clip and AdamW"
+    assert [list(r) for r in cuda.candidates(None, None, 1, True, False, only=[alone])] == [[alone]]
+    default_one = next(name for round_ in rounds for name in round_ if cuda.WHOLE_STEP in name)
+    with pytest.raises(ValueError, match="at most one"):
+        cuda.candidates(None, None, 1, True, False, only=[default_one, alone])
+    with pytest.raises(SystemExit, match="unknown MFU candidate"):  # and the message lists the names
+        bench.main(["--cuda-only", "--mfu-only", "minibert fast + compil"])
+    assert not capsys.readouterr().out  # refused before the run began: nothing measured, nothing printed
+
+
 def breaks_on_call(n: int, error: Exception):
     """A step that works n - 1 times (its first call, which compiles or records, passes), then raises."""
     calls = {"n": 0}

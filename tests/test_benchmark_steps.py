@@ -1,7 +1,8 @@
 """The benchmark's own training steps (benchmarks/common.py) train like the plain step they are timed against.
 
 A faster step is only worth timing if it computes the same update. On CPU: clipping inside the fused AdamW kernel
-(`clip_in_adamw`) gives the weights of clip_grad_norm_ followed by AdamW. On a GPU (`-m gpu`): replaying the whole
+(`clip_in_adamw`), or compiling clipping and AdamW together (`compiled_update`), gives the weights of
+clip_grad_norm_ followed by AdamW. On a GPU (`-m gpu`): replaying the whole
 step (forward, backward, clipping, AdamW) from one CUDA graph gives the weights of the same steps run eagerly,
 compiled or not.
 """
@@ -58,9 +59,25 @@ def test_clipping_inside_adamw_gives_the_weights_of_clip_grad_norm():
     assert not torch.equal(plain.classifier.weight, tiny_model().classifier.weight)  # the steps did train
 
 
+def test_clipping_and_adamw_compiled_together_give_the_weights_of_the_eager_step():
+    """torch.compile runs here for real (~20 s on 2 CPU cores): inductor's own update kernels, as on the GPU."""
+    plain, compiled = tiny_model(), tiny_model()
+    batch = tiny_batch()
+    max_norm = 0.1
+    assert grad_norm(plain, batch) > max_norm  # clipping at work
+    opt_plain, opt_compiled = common.make_optimizer(plain), common.make_optimizer(compiled, fused=False)
+    update = common.compiled_update(opt_compiled, list(compiled.parameters()), max_norm)
+    for _ in range(3):
+        common.train_step(plain, opt_plain, batch, max_norm=max_norm)
+        common.train_step(compiled, opt_compiled, batch, max_norm=max_norm, update=update)
+    assert_same_weights(plain, compiled, atol=1e-6, rtol=1e-5)
+    assert not torch.equal(plain.classifier.weight, tiny_model().classifier.weight)
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("compiled, clip_in_optimizer", [(False, False), (False, True), (True, True)])
-def test_a_whole_step_graph_trains_like_eager_steps(compiled, clip_in_optimizer):
+@pytest.mark.parametrize("compiled, options", [(False, {}), (False, {"clip_in_optimizer": True}),
+                                               (True, {"clip_in_optimizer": True}), (True, {"compile_update": True})])
+def test_a_whole_step_graph_trains_like_eager_steps(compiled, options):
     """Recording runs 3 warm-up steps; after 2 replays the weights are those of 5 eager steps. `compiled`: both
     sides torch.compile'd, so the graph records inductor's kernels, as in the MFU candidates."""
     eager = tiny_model("cuda")
@@ -68,7 +85,7 @@ def test_a_whole_step_graph_trains_like_eager_steps(compiled, clip_in_optimizer)
     if compiled:
         eager, graphed = compile_model(eager, dynamic=False), compile_model(graphed, dynamic=False)
     batch = tiny_batch("cuda")
-    replay = common.whole_step_graph(graphed, batch, clip_in_optimizer=clip_in_optimizer, warmup=3)
+    replay = common.whole_step_graph(graphed, batch, warmup=3, **options)
     replay()
     replay()
     optimizer = common.make_optimizer(eager)
