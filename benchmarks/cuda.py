@@ -200,6 +200,11 @@ def candidates(ours, batch: dict, steps_per_call: int, compile: bool, autotune: 
         # clipping and AdamW compiled too: inductor's own fused update kernels instead of torch's fused AdamW
         f"minibert fast + compile + bf16 residual + {WHOLE_STEP} + compiled clip and AdamW":
             whole_step(compiled(bf16_residual=True), compile_update=True),
+        # inductor times a few block sizes for each of its kernels at compile time: its fused elementwise and norm
+        # kernels took 3.2 ms a step in call I, the GELU forward moving ~2.7 TB/s of the H200's 4.8
+        f"minibert fast + compile (coordinate descent tuning) + bf16 residual + {WHOLE_STEP} + clip in AdamW":
+            whole_step(compiled(bf16_residual=True, options={"coordinate_descent_tuning": True}),
+                       clip_in_optimizer=True),
         # Three Q/K/V matmuls instead of one: q, k, v are then views of their own (B, T, D) buffers, and SDPA's
         # backward returns dq, dk, dv in that layout, so the (B, T, 3D) stacking copy of the fused path's
         # backward (~0.33 ms a step in call E's profile) goes, for three narrower matmuls (call H: 13.64 ms)
