@@ -117,7 +117,7 @@ def make_optimizer(model: nn.Module, capturable: bool = False, fused: bool = Tru
     """AdamW on the trainable parameters, the same for ours and theirs. On CUDA the fused kernel (one launch for
     all parameters; transformers' Trainer default with torch >= 2.8); on CPU torch's default (per-parameter loop:
     fused=True measured no faster there, 2.51 vs 2.52 s per MiniLM step). `capturable`: the step count lives on
-    the GPU, so a CUDA graph may record optimizer.step(). `fused=False`: torch's foreach AdamW (for compiled_update,
+    the GPU, so a CUDA graph may record optimizer.step(). `fused=False`: not the fused kernel (for compiled_update,
     whose kernels inductor writes)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(trainable, lr=5e-5, weight_decay=0.01, fused=(fused and trainable[0].is_cuda) or None,
@@ -135,17 +135,38 @@ def clip_in_adamw(optimizer: torch.optim.Optimizer, params: list, max_norm: floa
     optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0)  # the epsilon of clip_grad_norm_
 
 
-def compiled_update(optimizer: torch.optim.Optimizer, params: list, max_norm: float):
-    """clip_grad_norm_ then optimizer.step(), as one torch.compile'd function.
+def compiled_update(optimizer: torch.optim.AdamW, params: list, max_norm: float):
+    """Gradient clipping and the AdamW update as ONE torch.compile'd graph: inductor then writes kernels that read
+    each gradient once, already scaled by the clip coefficient (clip_grad_norm_ rescales the gradients in a pass of
+    their own; torch's fused AdamW is one hand-written kernel).
 
-    Inductor writes the update itself: the norm as one reduction, then the AdamW update of all parameters in a few
-    horizontally fused kernels that read each gradient once, already scaled by the clip coefficient; torch's fused
-    AdamW is one hand-written kernel and clip_grad_norm_ two passes. The optimizer must not be fused=True
-    (make_optimizer(fused=False)): inductor compiles the foreach implementation."""
+    `optimizer.step()` cannot be called inside: Optimizer.step breaks the graph before and after its body (the
+    `_use_grad` wrapper in torch/optim/optimizer.py), which would leave the rescale as a kernel of its own. So the
+    function calls what AdamW.step calls, the functional `torch.optim.adam.adam` with decoupled weight decay, on the
+    optimizer's own hyperparameters and state (created here as AdamW creates it on its first step): the optimizer
+    keeps the state, only its step() is not used. For an AdamW that is not fused=True."""
+    from torch.optim.adam import adam  # AdamW.step's own update, as a function
+
+    group = optimizer.param_groups[0]
+    if not isinstance(optimizer, torch.optim.AdamW) or group["fused"] or len(optimizer.param_groups) > 1:
+        raise ValueError("compiled_update needs a torch.optim.AdamW with one parameter group, not fused=True")
+    for p in params:  # zeros, as AdamW's first step would make them; the step count on the parameter's device
+        optimizer.state[p] = {"step": torch.zeros((), dtype=torch.float32, device=p.device),
+                              "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+    state = [optimizer.state[p] for p in params]
+    beta1, beta2 = group["betas"]
+
     @torch.compile
-    def update():
-        torch.nn.utils.clip_grad_norm_(params, max_norm)
-        optimizer.step()
+    def update():  # every parameter in `params` must have its .grad
+        with torch.no_grad():
+            grads = [p.grad for p in params]
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))  # clip_grad_norm_'s norm
+            grads = torch._foreach_mul(grads, torch.clamp(max_norm / (norm + 1e-6), max=1.0))  # and its rescale
+            # capturable: the step count stays a tensor (the non-capturable path reads it as a Python number)
+            adam(params, grads, [s["exp_avg"] for s in state], [s["exp_avg_sq"] for s in state], [],
+                 [s["step"] for s in state], foreach=True, capturable=True, decoupled_weight_decay=True,
+                 amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
+                 eps=group["eps"], maximize=False)
     return update
 
 
@@ -190,7 +211,7 @@ def stepper(model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer | No
 
 
 def whole_step_graph(model: nn.Module, batch: dict, steps: int = 1, clip_in_optimizer: bool = False,
-                     compile_update: bool = False, warmup: int = 3):
+                     compile_update: bool = False, warmup: int = 3, max_norm: float = 1.0):
     """Like `stepper`, but each step is ONE replay of a CUDA graph that holds the whole step: forward, loss,
     backward, clipping and AdamW. (minibert.cuda_graphs records forward and backward only; the optimizer still
     launches its kernels from Python there, and the backward adds into .grad buffers of our own.)
@@ -206,8 +227,8 @@ def whole_step_graph(model: nn.Module, batch: dict, steps: int = 1, clip_in_opti
     model.train()
     optimizer = make_optimizer(model, capturable=True, fused=not compile_update)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    options = dict(clip_in_optimizer=clip_in_optimizer,
-                   update=compiled_update(optimizer, trainable, 1.0) if compile_update else None)
+    options = dict(clip_in_optimizer=clip_in_optimizer, max_norm=max_norm,
+                   update=compiled_update(optimizer, trainable, max_norm) if compile_update else None)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):

@@ -18,6 +18,7 @@ kernels); memory: max_memory_allocated after reset_peak_memory_stats.
 
 import copy
 import dataclasses
+import gc
 import time
 from functools import partial
 
@@ -40,8 +41,8 @@ def peak_tflops(device_name: str) -> float | None:
 
 def matmul_tflops(n: int = 8192, repeats: int = 10, trials: int = 5) -> float:
     """What one large bf16 matmul reaches on this GPU: a realistic ceiling for MFU. The best of `trials` timings of
-    `repeats` matmuls each: a ceiling is the best the chip does (one timing read 780 to 801 TFLOP/s on the same
-    H200 in calls H to J, and the MFU row moved with it)."""
+    `repeats` matmuls each: a ceiling is the best the chip does (one timing read 780 to 808 TFLOP/s on the same
+    H200 in calls G to J, and the MFU row moved with it)."""
     a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
     for _ in range(3):
@@ -67,16 +68,17 @@ def step_flops(model, batch_size: int, seq_len: int) -> float:
 def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compile: bool,
                   peak: float | None, measured_peak: float, device: str = "cuda", steps_per_call: int = 5,
                   autotune: bool = False, profile: bool = False, emit=None, only: list[str] | None = None) -> list[Row]:
-    """Step time of ours (default, fast paths, + CUDA graphs, + torch.compile, + whole-step graphs) and transformers
-    sdpa; TFLOP/s, MFU.
+    """Step time of ours (default, fast paths, + CUDA graphs, + torch.compile, + a whole-step graph) and
+    transformers sdpa; TFLOP/s, MFU.
 
     The rows are full-length (no padding), so neither side gets a mask, as train.py's to_device drops an all-ones
     mask: SDPA may then pick its flash kernel on both sides. Each timed call runs `steps_per_call` steps back to
     back, as a training loop does (the CPU queues the next step while the GPU runs this one), and the row reports
     one step. A candidate that fails (to compile, to record, or later while timed) is reported and left out.
     Two rounds, each timed against transformers and handed to `emit` (default: print) as soon as it is timed:
-    first the candidates that could reach the MFU goal, then the others. A run cut short by its time limit still
-    reports the first round. `only`: just these candidates (`candidates`), in one round.
+    first the candidates that could reach the MFU goal, then the others; after a round whose best candidate is the
+    best so far, that candidate's throughput and MFU rows. A run cut short (a time limit, a crash) still reports
+    the rounds before. `only`: just these candidates (`candidates`), in one round.
     `autotune`: one more candidate, compiled with mode="max-autotune-no-cudagraphs" (inductor benchmarks several
     matmul kernels per shape: minutes of compilation). `profile`: print where the best candidate's GPU time goes.
     """
@@ -87,11 +89,12 @@ def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compi
     theirs = common.Logits(common.theirs_from(ours, ("sdpa",), device)["sdpa"])
     B, T = batch["input_ids"].shape
     short = f"{'MiniLM' if model_name == common.MINILM else 'distilbert-base'} {B}x{T} bf16"
+    flops = step_flops(ours, B, T)
     rounds = candidates(ours, batch, steps_per_call, compile, autotune, only)
 
     steps = {"transformers": common.stepper(theirs, batch, steps=steps_per_call)}
-    seconds, refs, rows = {}, {}, []  # refs: each candidate's reference, timed in the same round
-    for makers in rounds:
+    seconds, refs, rows, best_name = {}, {}, [], None  # refs: each candidate's reference, timed in its round
+    for number, makers in enumerate(rounds, 1):
         this_round = {"transformers": steps["transformers"]} | first_calls(makers, steps_per_call, sync)
         steps |= this_round
         guarded, failed = guard(this_round)
@@ -109,36 +112,38 @@ def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compi
         if {"minibert", "minibert fast"} <= timed.keys():
             new.append(Row(f"CUDA train step {short}: fast paths vs default path", timed["minibert fast"] * 1e3,
                            timed["minibert"] * 1e3, "ms", "< 1.0 to turn on"))
-        emit(new)  # now: a time limit may end a later round
         seconds |= timed
         refs |= dict.fromkeys(timed, ref)
+        if seconds and (leader := min(seconds, key=seconds.get)) != best_name:  # a new best: its MFU rows now
+            label = "best minibert" if best_name is None else f"best minibert, round {number}"
+            best_name = leader
+            print(f"  {label}: {best_name}; one step = {flops / 1e12:.2f} TFLOP", flush=True)
+            new += summary_rows(short, B, flops, seconds[best_name], refs[best_name], measured_peak, peak, label)
+        emit(new)  # now: a time limit or a crash may end a later round
         rows += new
-    if not seconds:
-        return rows
 
-    best_name = min(seconds, key=seconds.get)
-    best, ref = seconds[best_name], refs[best_name]
-    flops = step_flops(ours, B, T)
-    print(f"  best minibert: {best_name}; one step = {flops / 1e12:.2f} TFLOP", flush=True)
-    summary = [Row(f"CUDA throughput {short} (best minibert) vs transformers", B / best, B / ref, "samples/s",
-                   ">= 1.0"),
-               Row(f"CUDA achieved TFLOP/s {short} (best minibert)", flops / best / 1e12, flops / ref / 1e12,
-                   "TFLOP/s", ">= 1.0"),
-               Row(f"CUDA MFU {short} vs measured matmul peak {measured_peak:.0f} TFLOP/s (best minibert)",
-                   100 * flops / best / 1e12 / measured_peak, 100 * flops / ref / 1e12 / measured_peak, "%",
-                   ">= 45%")]
-    if peak:
-        summary.append(Row(f"CUDA MFU {short} vs {peak:.0f} TFLOP/s spec peak (best minibert)",
-                           100 * flops / best / 1e12 / peak, 100 * flops / ref / 1e12 / peak, "%", ""))
-    emit(summary)
-    rows += summary
-    if profile:
+    if profile and best_name:
         for name in dict.fromkeys([best_name, "minibert fast + compile"]):
             if name in steps:
                 try:
                     print(f"  profile of {name}:\n{gpu_profile(steps[name], steps_per_call)}", flush=True)
                 except Exception as err:  # the rows above are what counts
                     print(f"  profile of {name} FAILED: {type(err).__name__}: {str(err)[:300]}", flush=True)
+    return rows
+
+
+def summary_rows(short: str, batch_size: int, flops: float, best: float, ref: float, measured_peak: float,
+                 peak: float | None, label: str) -> list[Row]:
+    """Samples/s, TFLOP/s and MFU of the best candidate (`best` seconds a step) against transformers (`ref`)."""
+    rows = [Row(f"CUDA throughput {short} ({label}) vs transformers", batch_size / best, batch_size / ref,
+                "samples/s", ">= 1.0"),
+            Row(f"CUDA achieved TFLOP/s {short} ({label})", flops / best / 1e12, flops / ref / 1e12, "TFLOP/s",
+                ">= 1.0"),
+            Row(f"CUDA MFU {short} vs measured matmul peak {measured_peak:.0f} TFLOP/s ({label})",
+                100 * flops / best / 1e12 / measured_peak, 100 * flops / ref / 1e12 / measured_peak, "%", ">= 45%")]
+    if peak:
+        rows.append(Row(f"CUDA MFU {short} vs {peak:.0f} TFLOP/s spec peak ({label})",
+                        100 * flops / best / 1e12 / peak, 100 * flops / ref / 1e12 / peak, "%", ""))
     return rows
 
 
@@ -152,8 +157,9 @@ WHOLE_STEP = "whole-step graph"
 def candidates(ours, batch: dict, steps_per_call: int, compile: bool, autotune: bool,
                only: list[str] | None = None) -> list[dict]:
     """Two rounds of {row name: a function that builds that candidate's stepper}: the ones that could reach the
-    MFU goal, then the others; one whole-step graph among them. `only`: one round of just these names (at most
-    one whole-step graph). Nothing is built here: the makers run when their candidate's turn comes."""
+    MFU goal, then the others; one whole-step graph among them when compiling, none without. `only`: one round of
+    just these names (at most one whole-step graph). Nothing is built here: the makers run when their candidate's
+    turn comes."""
     def fast(compiled: bool = False, bf16_residual: bool = False, fused_qkv: bool = True, **options):
         model = set_fast_paths(copy.deepcopy(ours), fused_qkv=fused_qkv, bf16_residual=bf16_residual)
         return compile_model(model, dynamic=False, **options) if compiled else model  # one fixed shape here
@@ -169,8 +175,8 @@ def candidates(ours, batch: dict, steps_per_call: int, compile: bool, autotune: 
               "minibert fast": stepper(fast),
               "minibert fast + CUDA graphs": stepper(fast, cuda_graphs=True)}
     eager_whole_step = {f"minibert fast + {WHOLE_STEP}": whole_step(fast)}
-    if not compile:
-        return pick([others | eager_whole_step], only)
+    if not compile:  # (the MiniLM part): its CUDA graphs row is the one that counts; no whole-step graph beside it
+        return pick([others], only, eager_whole_step)
 
     def compiled(**options):  # a maker of compiled fast-path models with these options
         return partial(fast, True, **options)
@@ -197,7 +203,7 @@ def candidates(ours, batch: dict, steps_per_call: int, compile: bool, autotune: 
         others["minibert fast + compile max-autotune"] = stepper(compiled(mode="max-autotune-no-cudagraphs"))
     alone = eager_whole_step | {
         f"minibert fast + compile + bf16 residual + {WHOLE_STEP}": whole_step(compiled(bf16_residual=True)),
-        # clipping and AdamW compiled too: inductor's own fused update kernels instead of torch's fused AdamW
+        # clipping and AdamW compiled too, as one graph: inductor's update kernels instead of torch's fused AdamW
         f"minibert fast + compile + bf16 residual + {WHOLE_STEP} + compiled clip and AdamW":
             whole_step(compiled(bf16_residual=True), compile_update=True),
         # inductor times a few block sizes for each of its kernels at compile time: its fused elementwise and norm
@@ -225,10 +231,11 @@ def pick(rounds: list[dict], only: list[str] | None, alone: dict | None = None) 
     every = {name: make for round_ in rounds for name, make in round_.items()} | (alone or {})
     if unknown := [name for name in only if name not in every]:
         raise ValueError(f"unknown MFU candidate(s) {unknown}; the candidates are:\n  " + "\n  ".join(every))
-    if sum(WHOLE_STEP in name for name in only) > 1:
+    names = sorted(dict.fromkeys(only), key=lambda name: WHOLE_STEP in name)  # a recording last, as in the rounds
+    if sum(WHOLE_STEP in name for name in names) > 1:
         raise ValueError(f"at most one {WHOLE_STEP} candidate per process (two crashed torch 2.11 on the H200); "
                          "run each with its own bench.py --mfu-only NAME")
-    return [{name: every[name] for name in dict.fromkeys(only)}]
+    return [{name: every[name] for name in names}]
 
 
 def first_calls(makers: dict, steps_per_call: int, sync) -> dict:
@@ -260,8 +267,8 @@ def guard(steps: dict) -> tuple[dict, dict]:
                 return
             try:
                 step()
-            except Exception as err:
-                failed[name] = err
+            except Exception as err:  # kept as text: a kept exception's traceback would keep the step (a graph)
+                failed[name] = f"{type(err).__name__}: {err}"
                 print(f"  {name}: FAILED while timed, row skipped: {type(err).__name__}: {str(err)[:300]}",
                       flush=True)
         return run
@@ -396,8 +403,13 @@ def cuda_rows(quick: bool, compile: bool = True, parts=PARTS, autotune: bool = F
             print(f"  {part}: FAILED, its rows not yet reported are skipped: {type(err).__name__}: {str(err)[:400]}",
                   flush=True)
             continue
-        finally:
-            torch.cuda.empty_cache()
+        finally:  # the part's models and graphs go before the next part records its own
+            gc.collect()
+            try:
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()
+            except Exception as err:  # a CUDA error that stays set: the next parts will say so themselves
+                print(f"  {part}: cleaning up FAILED: {type(err).__name__}: {str(err)[:300]}", flush=True)
         print(f"  {part}: {time.perf_counter() - start:.0f} s", flush=True)
     return rows
 

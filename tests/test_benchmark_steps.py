@@ -59,38 +59,47 @@ def test_clipping_inside_adamw_gives_the_weights_of_clip_grad_norm():
     assert not torch.equal(plain.classifier.weight, tiny_model().classifier.weight)  # the steps did train
 
 
-def test_clipping_and_adamw_compiled_together_give_the_weights_of_the_eager_step():
-    """torch.compile runs here for real (~20 s on 2 CPU cores): inductor's own update kernels, as on the GPU."""
+def test_clipping_and_adamw_compiled_as_one_graph_give_the_weights_of_the_eager_step():
+    """torch.compile runs here for real (~20 s on 2 CPU cores), on the foreach path the GPU takes. One graph, no
+    break: were Optimizer.step called inside, its graph breaks would leave the rescale as a pass of its own."""
+    from torch._dynamo.utils import counters
+
     plain, compiled = tiny_model(), tiny_model()
     batch = tiny_batch()
     max_norm = 0.1
     assert grad_norm(plain, batch) > max_norm  # clipping at work
-    opt_plain, opt_compiled = common.make_optimizer(plain), common.make_optimizer(compiled, fused=False)
+    opt_plain = torch.optim.AdamW(plain.parameters(), lr=5e-5, weight_decay=0.01, foreach=True)
+    opt_compiled = common.make_optimizer(compiled, fused=False)
     update = common.compiled_update(opt_compiled, list(compiled.parameters()), max_norm)
+    counters.clear()
     for _ in range(3):
         common.train_step(plain, opt_plain, batch, max_norm=max_norm)
         common.train_step(compiled, opt_compiled, batch, max_norm=max_norm, update=update)
     assert_same_weights(plain, compiled, atol=1e-6, rtol=1e-5)
     assert not torch.equal(plain.classifier.weight, tiny_model().classifier.weight)
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("compiled, options", [(False, {}), (False, {"clip_in_optimizer": True}),
                                                (True, {"clip_in_optimizer": True}), (True, {"compile_update": True})])
 def test_a_whole_step_graph_trains_like_eager_steps(compiled, options):
-    """Recording runs 3 warm-up steps; after 2 replays the weights are those of 5 eager steps. `compiled`: both
-    sides torch.compile'd, so the graph records inductor's kernels, as in the MFU candidates."""
+    """Recording runs 3 warm-up steps; after 2 replays the weights are those of 5 eager steps, with clipping at
+    work in each. `compiled`: both sides torch.compile'd, so the graph records inductor's kernels, as in the MFU
+    candidates."""
     eager = tiny_model("cuda")
     graphed = copy.deepcopy(eager)
+    batch = tiny_batch("cuda")
+    max_norm = 0.1
+    assert grad_norm(eager, batch) > max_norm
     if compiled:
         eager, graphed = compile_model(eager, dynamic=False), compile_model(graphed, dynamic=False)
-    batch = tiny_batch("cuda")
-    replay = common.whole_step_graph(graphed, batch, warmup=3, **options)
+    replay = common.whole_step_graph(graphed, batch, warmup=3, max_norm=max_norm, **options)
     replay()
     replay()
     optimizer = common.make_optimizer(eager)
     for _ in range(5):
-        common.train_step(eager, optimizer, batch)
+        common.train_step(eager, optimizer, batch, max_norm=max_norm)
     torch.cuda.synchronize()
     assert_same_weights(eager, graphed, atol=1e-5, rtol=1e-4)
     assert not torch.equal(eager.classifier.weight, tiny_model("cuda").classifier.weight)
