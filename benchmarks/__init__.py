@@ -8,5 +8,6 @@
     tokenizing.py  4. the data pipeline: batched Rust vs transformers vs datasets.map, and the cache
     epoch.py       5. one epoch with length-bucketed vs random batches
     cuda.py        6. the GPU: bf16, MFU, CUDA graphs, LoRA/QLoRA with bitsandbytes
+    gpu_profile.py 6. where a step's GPU time goes, kernel by kernel and by kind
     imdb_job.py    6. the whole IMDB job on a GPU: train.py (with and without CUDA graphs) vs a transformers loop
 """

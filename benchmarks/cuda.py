@@ -28,6 +28,7 @@ import torch._inductor.config as inductor_config
 from minibert.model import compile_model, set_fast_paths
 
 from . import common, inference
+from .gpu_profile import gpu_profile
 from .timing import Row, format_table, interleaved, median, sync_for
 
 # Dense bf16 tensor-core peaks, TFLOP/s, from NVIDIA's data sheets (without sparsity). First match wins.
@@ -273,49 +274,6 @@ def guard(steps: dict) -> tuple[dict, dict]:
                       flush=True)
         return run
     return {name: guarded(name, step) for name, step in steps.items()}, failed
-
-
-# Kernel-name fragments -> what the kernel does, to sum a profile by kind. First match wins.
-KERNEL_KINDS = (("attention", ("flash", "fmha", "attention", "cudnn", "sdpa")),
-                ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "triton_mm", "splitk")),
-                ("optimizer + clipping", ("adam", "multi_tensor", "lpnorm")),
-                ("layer norm", ("layer_norm", "layernorm")),
-                ("dropout", ("dropout",)),
-                ("embedding", ("embedding", "index", "scatter", "sort", "radix")),
-                ("fused elementwise (compiled)", ("triton_",)))
-
-
-def kernel_kind(name: str) -> str:
-    lower = name.lower()
-    return next((kind for kind, keys in KERNEL_KINDS if any(k in lower for k in keys)), "other elementwise")
-
-
-def gpu_profile(step, steps: int, top: int = 25) -> str:
-    """Where one call of `step` (`steps` training steps) spends GPU time: each kernel, then summed by kind, in ms
-    per step."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        step()
-        torch.cuda.synchronize()
-    kernels = [e for e in prof.key_averages()  # kernels only: a user annotation (Optimizer.step) spans some
-               if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
-    if not kernels:
-        return "  no GPU kernel was recorded"
-    kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
-    ms = {e.key: e.self_device_time_total / 1e3 / steps for e in kernels}  # kernel name -> GPU ms per step
-    total = sum(ms.values())
-    lines = [f"  GPU time of one step: {total:.2f} ms in {sum(e.count for e in kernels) // steps} kernel launches"]
-    for e in kernels[:top]:
-        lines.append(f"  {ms[e.key]:7.3f} ms {100 * ms[e.key] / total:5.1f}%  x{e.count // steps:<4d} "
-                     f"{kernel_kind(e.key):28s} {e.key[:90]}")
-    by_kind: dict[str, float] = {}
-    for key, t in ms.items():
-        by_kind[kernel_kind(key)] = by_kind.get(kernel_kind(key), 0.0) + t
-    lines.append("  by kind: " + ", ".join(f"{kind} {ms:.2f} ms ({100 * ms / total:.0f}%)"
-                                           for kind, ms in sorted(by_kind.items(), key=lambda kv: -kv[1])))
-    return "\n".join(lines)
 
 
 def sorted_random_batches(n_batches: int, batch_size: int, max_len: int, device: str, seed: int = 0) -> list[dict]:
