@@ -16,7 +16,7 @@ minibert runs as a user runs it, `python train.py ...` in a subprocess, once per
 --cuda-graphs --cls-only), and its report.json gives the numbers; a later call with the same --out adds its runs
 to the same table. Rows: training samples/s (train.py's train_seconds: the optimizer steps, without validation
 and checkpoints; a second row counts the whole loop with them), and test accuracy on the same test reviews.
-On CUDA an untimed short train.py run comes first (`warmup_run`), so that no timed run pays the machine's start.
+On CUDA an untimed short train.py run comes first (`warmup_run`): no timed run is the call's first.
 """
 
 import argparse

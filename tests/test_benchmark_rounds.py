@@ -56,8 +56,8 @@ def test_the_candidates_that_could_reach_the_goal_are_timed_first_and_recordings
 
 
 def test_a_process_records_at_most_one_whole_step_graph(tiny, capsys):
-    """Two whole-step graphs alive in one process crashed it on the H200 (a segfault in CUDAGraph.replay, whatever
-    the candidates beside them): the default rounds hold one, any other runs alone by name (bench.py --mfu-only),
+    """Two whole-step graphs alive in one process crashed it on the H200 (a segfault in CUDAGraph.replay, calls G
+    and J of docs/benchmarks.md): the default rounds hold one, any other runs alone by name (bench.py --mfu-only),
     and two asked for at once are refused before anything is built."""
     for compile, recorded in ((False, 0), (True, 1)):  # without compile: the MiniLM part, beside its CUDA graphs
         rounds = cuda.candidates(tiny_model(), tiny, 1, compile=compile, autotune=True)
