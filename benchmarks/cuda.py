@@ -202,6 +202,7 @@ def candidates(ours, batch: dict, steps_per_call: int, compile: bool, autotune: 
     }
     if autotune:
         others["minibert fast + compile max-autotune"] = stepper(compiled(mode="max-autotune-no-cudagraphs"))
+    tuned = {"coordinate_descent_tuning": True}
     alone = eager_whole_step | {
         f"minibert fast + compile + bf16 residual + {WHOLE_STEP}": whole_step(compiled(bf16_residual=True)),
         # clipping and AdamW compiled too, as one graph: inductor's update kernels instead of torch's fused AdamW
@@ -210,8 +211,9 @@ def candidates(ours, batch: dict, steps_per_call: int, compile: bool, autotune: 
         # inductor times a few block sizes for each of its kernels at compile time: its fused elementwise and norm
         # kernels took 3.2 ms a step in call I, the GELU forward moving ~2.7 TB/s of the H200's 4.8
         f"minibert fast + compile (coordinate descent tuning) + bf16 residual + {WHOLE_STEP} + clip in AdamW":
-            whole_step(compiled(bf16_residual=True, options={"coordinate_descent_tuning": True}),
-                       clip_in_optimizer=True),
+            whole_step(compiled(bf16_residual=True, options=tuned), clip_in_optimizer=True),
+        f"minibert fast + compile (coordinate descent tuning) + bf16 residual + {WHOLE_STEP} + compiled clip and "
+        "AdamW": whole_step(compiled(bf16_residual=True, options=tuned), compile_update=True),
         # Three Q/K/V matmuls instead of one: q, k, v are then views of their own (B, T, D) buffers, and SDPA's
         # backward returns dq, dk, dv in that layout, so the (B, T, 3D) stacking copy of the fused path's
         # backward (~0.33 ms a step in call E's profile) goes, for three narrower matmuls (call H: 13.64 ms)
