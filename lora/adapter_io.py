@@ -50,6 +50,11 @@ PLAIN_LORA = {"use_dora": False, "fan_in_fan_out": False, "bias": "none", "lora_
               "target_parameters": None, "alora_invocation_tokens": None, "arrow_config": None, "use_bdlora": None,
               "kasa_config": None, "monteclora_config": None}
 
+# peft initialisations that subtract their starting A @ B from the base weights (PiSSA, "pissa_niter_N" too, OLoRA,
+# CorDA) or quantize a changed base (LoftQ): an adapter trained from one fits only that changed base. The others
+# (True, "gaussian", "eva", "orthogonal", "mica") start from the base as it is.
+BASE_CHANGING_INITS = {"olora", "corda", "loftq"}
+
 ModuleNameMap = Callable[[str], str] | Mapping[str, str] | None
 
 
@@ -160,6 +165,12 @@ def read_adapter_config(directory) -> dict:
         if config.get(option) not in (None, plain):
             raise ValueError(f"{path} sets {option}={config[option]!r}; this minimal LoRA supports only "
                              f"{option}={plain!r}")
+    init = config.get("init_lora_weights")
+    if isinstance(init, str) and (init.startswith("pissa") or init in BASE_CHANGING_INITS):
+        raise ValueError(f"{path} was trained from init_lora_weights={init!r}, which also changes the base model's "
+                         "weights: its A and B fit only that changed base, not the original one. Save it from peft "
+                         "with save_pretrained(..., path_initial_model_for_weight_conversion=<the initial adapter>), "
+                         "which turns it into plain LoRA on the original base, and load that.")
     return config
 
 

@@ -136,7 +136,8 @@ def assert_unchanged(model: nn.Module, state: dict) -> None:
 
 
 def test_load_rejects_adapters_that_do_not_fit(distilbert, bert, tmp_path):
-    """Wrong shapes, missing modules, another base model, a DoRA config: one clear error each, model untouched."""
+    """Wrong shapes, missing modules, another base model, a DoRA config, an adapter trained on a base that its
+    initialisation changed (PiSSA, ...): one clear error each, model untouched."""
     torch.manual_seed(0)
     wider = perturbed(hf.DistilBertForSequenceClassification(hf.DistilBertConfig(**{**TINY_DISTILBERT, "dim": 48})))
     lora.save_adapter(lora.inject(copy.deepcopy(distilbert), r=4, alpha=8), tmp_path / "a",
@@ -161,6 +162,13 @@ def test_load_rejects_adapters_that_do_not_fit(distilbert, bert, tmp_path):
     config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
     (tmp_path / "a" / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
     with pytest.raises(ValueError, match="use_dora=True"):
+        lora.load_adapter(copy.deepcopy(distilbert), tmp_path / "a")
+    for init in ("pissa", "pissa_niter_16", "olora", "corda", "loftq"):  # trained on a changed base
+        (tmp_path / "a" / "adapter_config.json").write_text(json.dumps({**config, "init_lora_weights": init}))
+        with pytest.raises(ValueError, match="path_initial_model_for_weight_conversion"):
+            lora.load_adapter(copy.deepcopy(distilbert), tmp_path / "a")
+    for init in (True, "gaussian", "eva", "orthogonal"):  # only A and B started elsewhere: the adapter loads
+        (tmp_path / "a" / "adapter_config.json").write_text(json.dumps({**config, "init_lora_weights": init}))
         lora.load_adapter(copy.deepcopy(distilbert), tmp_path / "a")
     with pytest.raises(FileNotFoundError, match="no adapter at"):
         lora.load_adapter(copy.deepcopy(distilbert), tmp_path / "missing")
