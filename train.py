@@ -219,6 +219,7 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
 
     rng_at_step = train_state.rng_state()  # RNG as of the last optimizer-step boundary (for Ctrl-C saves)
     batch_in_epoch, loop_start = start_batch, time.perf_counter()
+    running, t_interval = [], time.perf_counter()  # the losses and time of the steps since the last train line
     try:
         while epoch < cfg.epochs:
             sampler.set_epoch(epoch, start_batch=start_batch)
@@ -266,6 +267,11 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
                 checkpoint(0, epoch, dist.gather(rng_at_step))
     except KeyboardInterrupt:
         # No gather here: the other ranks may already be gone. Each rank resumes from rank 0's generator.
+        if running:  # the steps since the last line: their time, and a line of their own before the checkpoint
+            train_seconds += time.perf_counter() - t_interval
+            if run:  # this rank's losses only
+                run.log(type="train", step=step, epoch=epoch, loss=torch.stack(running).mean().item(), lr=lr,
+                        interrupted=True)
         checkpoint(batch_in_epoch, epoch, [rng_at_step] * world)
         say(f"\ninterrupted: saved step {step}; continue with  python train.py --resume {cfg.out}")
         raise SystemExit(130)

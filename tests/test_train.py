@@ -185,6 +185,26 @@ def test_ctrl_c_at_the_worst_moment_still_resumes_bitwise_identical(tmp_path, ti
     assert comparable(out) == comparable(reference_run)
 
 
+def test_ctrl_c_between_log_lines_logs_the_steps_since_the_last_line(tmp_path, tiny_dir, imdb_dir):
+    """--log-every 4, 4 steps an epoch, Ctrl-C after the 3rd update: steps 1-3 get a line of their own (marked
+    interrupted) before the checkpoint, and the resumed run goes on from there: no step's loss is lost."""
+    out = tmp_path / "interrupted"
+    program = ("import os, runpy, signal, sys\ncalls = []\n" + CTRL_C_AT["optimizer step"].replace("28", "3")
+               + "sys.argv = ['train.py', *sys.argv[1:]]\nrunpy.run_path('train.py', run_name='__main__')\n")
+    args = args_for(tiny_dir, imdb_dir, out, "--max-samples", "40", "--log-every", "4", "--save-every", "100")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-c", program, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300, preexec_fn=restore_ctrl_c)
+    assert proc.returncode == 130, proc.stdout + proc.stderr
+
+    def train_lines():
+        return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+                if json.loads(line)["type"] == "train"]
+    assert [(line["step"], line.get("interrupted")) for line in train_lines()] == [(3, True)]
+    train.main(["--resume", str(out)])
+    assert [line["step"] for line in train_lines()] == [3, 4, 8]
+
+
 def test_a_fresh_run_in_a_folder_without_checkpoint_starts_a_fresh_metrics_file(tmp_path, tiny_dir, imdb_dir):
     """A run killed before its first checkpoint cannot be resumed; running again into the same folder must not
     append to the lines the killed run left."""
