@@ -165,7 +165,7 @@ def main(argv=None) -> list:
     if args.mfu_only:  # checked before any measurement: a name mistyped on a GPU machine must not cost its time
         from benchmarks.cuda import candidates
 
-        if "cuda" not in wanted or "mfu" not in args.cuda_parts.split(","):
+        if wanted != {"cuda"} or "mfu" not in args.cuda_parts.split(","):
             sys.exit("--mfu-only picks candidates of the CUDA mfu part: use it with --cuda-only --cuda-parts mfu")
         try:
             candidates(None, None, 1, not args.no_compile, args.autotune, args.mfu_only)

@@ -217,6 +217,12 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
                              schedule=schedule.state_dict(), rng=rngs, step=step, epoch=epoch_,
                              batch=batch_in_epoch, train_seconds=train_seconds, metrics_lines=run.n_lines())
 
+    def stopped(err: Diverged) -> None:
+        kept = (f"The last good checkpoint is kept in {cfg.out}" if (Path(cfg.out) / train_state.CHECKPOINT).exists()
+                else "No checkpoint had been written yet")
+        say(f"\nstopped: {err}. {kept}; lower --lr, or raise --warmup.")
+        raise SystemExit(1)
+
     rng_at_step = train_state.rng_state()  # RNG as of the last optimizer-step boundary (for Ctrl-C saves)
     batch_in_epoch, loop_start = start_batch, time.perf_counter()
     running, t_interval = [], time.perf_counter()  # the losses and time of the steps since the last train line
@@ -267,19 +273,21 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
                 checkpoint(0, epoch, dist.gather(rng_at_step))
     except KeyboardInterrupt:
         # No gather here: the other ranks may already be gone. Each rank resumes from rank 0's generator.
-        if running:  # the steps since the last line: their time, and a line of their own before the checkpoint
-            train_seconds += time.perf_counter() - t_interval
-            if run:  # this rank's losses only
-                run.log(type="train", step=step, epoch=epoch, loss=torch.stack(running).mean().item(), lr=lr,
-                        interrupted=True)
-        checkpoint(batch_in_epoch, epoch, [rng_at_step] * world)
+        try:
+            if running:  # the steps since the last line: a line of their own before the checkpoint, and their time
+                mean_loss = torch.stack(running).mean().item()  # waits for the device: the interval ends here
+                train_seconds += time.perf_counter() - t_interval
+                if not math.isfinite(mean_loss):
+                    raise Diverged(f"loss became {mean_loss} by step {step}")
+                if run:  # this rank's losses only (under torchrun the other lines average every rank's)
+                    run.log(type="train", step=step, epoch=epoch, loss=mean_loss, lr=lr, interrupted=True)
+            checkpoint(batch_in_epoch, epoch, [rng_at_step] * world)
+        except Diverged as err:
+            stopped(err)
         say(f"\ninterrupted: saved step {step}; continue with  python train.py --resume {cfg.out}")
         raise SystemExit(130)
     except Diverged as err:
-        kept = (f"The last good checkpoint is kept in {cfg.out}" if (Path(cfg.out) / train_state.CHECKPOINT).exists()
-                else "No checkpoint had been written yet")
-        say(f"\nstopped: {err}. {kept}; lower --lr, or raise --warmup.")
-        raise SystemExit(1)
+        stopped(err)
 
     loop_seconds = time.perf_counter() - loop_start  # train_seconds + validation, checkpoints, compilation
     t0 = time.perf_counter()

@@ -144,12 +144,15 @@ def compiled_update(optimizer: torch.optim.AdamW, params: list, max_norm: float)
     `_use_grad` wrapper in torch/optim/optimizer.py), which would leave the rescale as a kernel of its own. So the
     function calls what AdamW.step calls, the functional `torch.optim.adam.adam` with decoupled weight decay, on the
     optimizer's own hyperparameters and state (created here as AdamW creates it on its first step): the optimizer
-    keeps the state, only its step() is not used. For an AdamW that is not fused=True."""
+    keeps the state, only its step() is not used. For a fresh AdamW that is not fused=True; its hyperparameters
+    (lr included: no schedule) are fixed when the function compiles."""
     from torch.optim.adam import adam  # AdamW.step's own update, as a function
 
     group = optimizer.param_groups[0]
-    if not isinstance(optimizer, torch.optim.AdamW) or group["fused"] or len(optimizer.param_groups) > 1:
-        raise ValueError("compiled_update needs a torch.optim.AdamW with one parameter group, not fused=True")
+    if not isinstance(optimizer, torch.optim.AdamW) or group["fused"] or len(optimizer.param_groups) > 1 \
+            or group["amsgrad"] or group["maximize"] or optimizer.state:
+        raise ValueError("compiled_update needs a fresh torch.optim.AdamW with one parameter group, not fused=True, "
+                         "amsgrad or maximize")
     for p in params:  # zeros, as AdamW's first step would make them; the step count on the parameter's device
         optimizer.state[p] = {"step": torch.zeros((), dtype=torch.float32, device=p.device),
                               "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}

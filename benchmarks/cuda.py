@@ -116,7 +116,7 @@ def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compi
         seconds |= timed
         refs |= dict.fromkeys(timed, ref)
         if seconds and (leader := min(seconds, key=seconds.get)) != best_name:  # a new best: its MFU rows now
-            label = "best minibert" if best_name is None else f"best minibert, round {number}"
+            label = "best minibert" if len(rounds) == 1 else f"best minibert after round {number}"
             best_name = leader
             print(f"  {label}: {best_name}; one step = {flops / 1e12:.2f} TFLOP", flush=True)
             new += summary_rows(short, B, flops, seconds[best_name], refs[best_name], measured_peak, peak, label)

@@ -14,7 +14,9 @@ from torch.profiler import ProfilerActivity, profile
 # Kernel-name fragments -> what the kernel does, to sum a profile by kind. First match wins.
 KERNEL_KINDS = (("attention", ("flash", "fmha", "attention", "cudnn", "sdpa")),
                 ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "triton_mm", "splitk")),
-                ("optimizer + clipping", ("adam", "multi_tensor", "lpnorm")),
+                # torch's fused AdamW and foreach norm; inductor's compiled update (common.compiled_update) is
+                # horizontally fused Triton ("triton_for_") with a norm reduction
+                ("optimizer + clipping", ("adam", "multi_tensor", "lpnorm", "triton_for_", "vector_norm")),
                 ("layer norm", ("layer_norm", "layernorm")),
                 ("dropout", ("dropout",)),
                 ("embedding", ("embedding", "index", "scatter", "sort", "radix")),

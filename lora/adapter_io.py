@@ -50,10 +50,11 @@ PLAIN_LORA = {"use_dora": False, "fan_in_fan_out": False, "bias": "none", "lora_
               "target_parameters": None, "alora_invocation_tokens": None, "arrow_config": None, "use_bdlora": None,
               "kasa_config": None, "monteclora_config": None}
 
-# peft initialisations that subtract their starting A @ B from the base weights (PiSSA, "pissa_niter_N" too, OLoRA,
-# CorDA) or quantize a changed base (LoftQ): an adapter trained from one fits only that changed base. The others
-# (True, "gaussian", "eva", "orthogonal", "mica") start from the base as it is.
-BASE_CHANGING_INITS = {"olora", "corda", "loftq"}
+# peft initialisations that subtract their starting A @ B from the base weights (PiSSA and "pissa_niter_N", CorDA and
+# its variants, OLoRA, LoRA-GA; peft's own list for weight conversion) or replace the base by a quantized residual
+# (LoftQ): an adapter trained from one fits only that changed base. The others (True, "gaussian", "eva",
+# "orthogonal", "mica") start from the base as it is. Matched as peft matches them: by prefix, in any case.
+CONVERTIBLE_INITS = ("pissa", "corda", "olora", "lora_ga")
 
 ModuleNameMap = Callable[[str], str] | Mapping[str, str] | None
 
@@ -166,11 +167,15 @@ def read_adapter_config(directory) -> dict:
             raise ValueError(f"{path} sets {option}={config[option]!r}; this minimal LoRA supports only "
                              f"{option}={plain!r}")
     init = config.get("init_lora_weights")
-    if isinstance(init, str) and (init.startswith("pissa") or init in BASE_CHANGING_INITS):
-        raise ValueError(f"{path} was trained from init_lora_weights={init!r}, which also changes the base model's "
-                         "weights: its A and B fit only that changed base, not the original one. Save it from peft "
-                         "with save_pretrained(..., path_initial_model_for_weight_conversion=<the initial adapter>), "
-                         "which turns it into plain LoRA on the original base, and load that.")
+    changed = f"{path} was trained from init_lora_weights={init!r}, which also changes the base model's weights: its " \
+              "A and B fit only that changed base, not the original one."
+    if isinstance(init, str) and init.lower().startswith(CONVERTIBLE_INITS):
+        raise ValueError(f"{changed} Save it from peft with save_pretrained(..., path_initial_model_for_weight_"
+                         "conversion=<the initial adapter>), which turns it into plain LoRA on the original base, and "
+                         "load that.")
+    if isinstance(init, str) and init.lower() == "loftq":
+        raise ValueError(f"{changed} LoftQ replaces the base by a quantized residual: use the adapter with the base "
+                         "model peft's LoftQ initialisation saved, in peft.")
     return config
 
 

@@ -163,9 +163,9 @@ def test_load_rejects_adapters_that_do_not_fit(distilbert, bert, tmp_path):
     (tmp_path / "a" / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
     with pytest.raises(ValueError, match="use_dora=True"):
         lora.load_adapter(copy.deepcopy(distilbert), tmp_path / "a")
-    for init in ("pissa", "pissa_niter_16", "olora", "corda", "loftq"):  # trained on a changed base
+    for init in ("pissa", "pissa_niter_16", "OLoRA", "corda", "corda_kpm", "lora_ga", "loftq"):  # a changed base
         (tmp_path / "a" / "adapter_config.json").write_text(json.dumps({**config, "init_lora_weights": init}))
-        with pytest.raises(ValueError, match="path_initial_model_for_weight_conversion"):
+        with pytest.raises(ValueError, match="also changes the base model's weights"):
             lora.load_adapter(copy.deepcopy(distilbert), tmp_path / "a")
     for init in (True, "gaussian", "eva", "orthogonal"):  # only A and B started elsewhere: the adapter loads
         (tmp_path / "a" / "adapter_config.json").write_text(json.dumps({**config, "init_lora_weights": init}))

@@ -205,6 +205,22 @@ def test_ctrl_c_between_log_lines_logs_the_steps_since_the_last_line(tmp_path, t
     assert [line["step"] for line in train_lines()] == [3, 4, 8]
 
 
+def test_ctrl_c_after_an_update_that_broke_the_weights_stops_with_the_message_not_a_traceback(tmp_path, tiny_dir,
+                                                                                             imdb_dir):
+    """An infinite rate breaks the weights in update 1 and Ctrl-C comes right after it: the checkpoint that Ctrl-C
+    asks for is refused, and the run ends as any diverged run does (exit 1, the message), with nothing saved."""
+    out = tmp_path / "broken"
+    program = ("import os, runpy, signal, sys\ncalls = []\n" + CTRL_C_AT["optimizer step"].replace("28", "1")
+               + "sys.argv = ['train.py', *sys.argv[1:]]\nrunpy.run_path('train.py', run_name='__main__')\n")
+    args = args_for(tiny_dir, imdb_dir, out, "--lr", "inf", "--warmup", "0", "--log-every", "4", "--save-every", "100")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-c", program, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300, preexec_fn=restore_ctrl_c)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "stopped: the weights became non-finite by step 1" in proc.stdout and "Traceback" not in proc.stderr
+    assert not (out / "checkpoint.pt").exists()
+
+
 def test_a_fresh_run_in_a_folder_without_checkpoint_starts_a_fresh_metrics_file(tmp_path, tiny_dir, imdb_dir):
     """A run killed before its first checkpoint cannot be resumed; running again into the same folder must not
     append to the lines the killed run left."""
