@@ -184,13 +184,13 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, 
     loss = F.cross_entropy(logits.float(), batch["labels"])
     loss.backward()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    if update is not None:
+    if update is not None:  # clipping and the step in one compiled function
         update()
+    elif clip_in_optimizer:  # clipping done by the fused AdamW kernel as it reads the gradients
+        clip_in_adamw(optimizer, trainable, max_norm)
+        optimizer.step()
     else:
-        if clip_in_optimizer:
-            clip_in_adamw(optimizer, trainable, max_norm)
-        else:
-            torch.nn.utils.clip_grad_norm_(trainable, max_norm)
+        torch.nn.utils.clip_grad_norm_(trainable, max_norm)
         optimizer.step()
     optimizer.zero_grad(set_to_none=set_to_none)
 

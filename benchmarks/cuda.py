@@ -149,7 +149,7 @@ def summary_rows(short: str, batch_size: int, flops: float, best: float, ref: fl
 
 
 # In the name of every candidate that records its whole training step as one CUDA graph. Two such graphs alive in
-# one process crashed it (segfault in CUDAGraph.replay, torch 2.11 on the H200, calls I and J of docs/benchmarks.md;
+# one process crashed it (segfault in CUDAGraph.replay, torch 2.11 on the H200, calls G and J of docs/benchmarks.md;
 # each alone, or beside inductor's own CUDA graphs, ran): a process times at most one, the others run alone with
 # bench.py --mfu-only NAME.
 WHOLE_STEP = "whole-step graph"

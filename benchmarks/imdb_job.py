@@ -60,6 +60,14 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def train_command(args, out, *flags, max_samples=None, eval_samples=None, epochs=None) -> list[str]:
+    """`python train.py ...` with this job's data, device and sizes (batch 32), unless told otherwise."""
+    return [sys.executable, str(REPO / "train.py"), "--data", str(args.data), "--device", args.device,
+            "--out", str(out), "--max-samples", str(max_samples or args.max_samples),
+            "--eval-samples", str(eval_samples or args.eval_samples), "--epochs", str(epochs or args.epochs),
+            "--max-len", str(args.max_len), "--batch-size", "32", *flags]
+
+
 def warmup_run(args) -> None:
     """An untimed train.py run on 64 reviews before the timed runs, on CUDA. In call G (docs/benchmarks.md) the
     first train.py run of the call recorded its CUDA graph in 2.2 s and a later one in 0.5 s, and its test
@@ -70,9 +78,7 @@ def warmup_run(args) -> None:
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
-        cmd = [sys.executable, str(REPO / "train.py"), "--data", str(args.data), "--device", args.device,
-               "--out", folder, "--max-samples", "64", "--eval-samples", "32", "--epochs", "1",
-               "--max-len", str(args.max_len), "--batch-size", "32", "--cuda-graphs"]
+        cmd = train_command(args, folder, "--cuda-graphs", max_samples=64, eval_samples=32, epochs=1)
         try:
             done = subprocess.run(cmd, cwd=REPO, timeout=min(args.timeout, 120), capture_output=True, text=True)
             outcome = "done" if done.returncode == 0 else f"FAILED ({done.returncode}): {done.stderr[-500:]}"
@@ -153,9 +159,7 @@ def minibert_run(args, variant: str) -> dict:
     out = args.out / variant
     if (out / "report.json").exists():
         raise FileExistsError(f"{out} already holds a run; choose another --out")
-    cmd = [sys.executable, str(REPO / "train.py"), "--data", str(args.data), "--device", args.device,
-           "--out", str(out), "--max-samples", str(args.max_samples), "--eval-samples", str(args.eval_samples),
-           "--epochs", str(args.epochs), "--max-len", str(args.max_len), "--batch-size", "32", *VARIANTS[variant]]
+    cmd = train_command(args, out, *VARIANTS[variant])
     print("  $", " ".join(cmd), flush=True)
     done = subprocess.run(cmd, cwd=REPO, timeout=args.timeout, capture_output=True, text=True)
     print("\n".join(done.stdout.splitlines()[-12:]), flush=True)
