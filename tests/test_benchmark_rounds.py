@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import bench
-from benchmarks import common, cuda
+from benchmarks import common, cuda, mfu
 from benchmarks.timing import Row
 from test_benchmark_steps import VOCAB, tiny_model
 
@@ -24,22 +24,29 @@ def tiny(monkeypatch):
     return common.random_batch(2, 16, vocab_size=VOCAB)
 
 
+PEAKS = [mfu.Peak("a made-up peak of 100 TFLOP/s", 100.0, mfu.GOAL)]
+
+
 def names(rows: list[Row]) -> list[str]:
     return [row.name.split(": ", 1)[-1] for row in rows]
 
 
 def test_every_candidate_that_runs_gets_a_row_and_the_others_are_reported(tiny, capsys):
     emitted = []  # what bench.py would write to --json, batch by batch
-    rows = cuda.training_rows(common.MINILM, tiny, warmup=1, repeats=1, compile=False, peak=None,
-                              measured_peak=100.0, device="cpu", steps_per_call=1, emit=emitted.append)
+    rows = cuda.training_rows(common.MINILM, tiny, warmup=1, repeats=1, compile=False, peaks=PEAKS,
+                              device="cpu", steps_per_call=1, emit=emitted.append)
     out = capsys.readouterr().out
     assert sum(emitted, []) == rows and len(emitted) == 1  # the round's rows with its best one's summary
     step_rows = [n for n in names(rows) if n.endswith("vs transformers sdpa")]
     assert step_rows == ["minibert vs transformers sdpa", "minibert fast vs transformers sdpa"]
     assert "minibert fast + CUDA graphs: FAILED, row skipped" in out  # CUDA only
     assert "fast paths vs default path" in names(rows)
-    summary = {row.unit: row for row in rows[-3:]}  # throughput, TFLOP/s, MFU of the best candidate
-    assert summary.keys() == {"samples/s", "TFLOP/s", "%"}
+    summary = [row for row in rows if "(best minibert)" in row.name]  # the best candidate's
+    assert [row.unit for row in summary] == ["samples/s", "TFLOP/s", "TFLOP/s", "%", "%"]
+    goal_row, blocks_row = summary[-2:]  # MFU in the count, then with the encoder blocks alone
+    assert goal_row.goal == mfu.GOAL and "made-up peak" in goal_row.name
+    count = {blocks: mfu.step_flops(tiny_model(), 2, 16, blocks_only=blocks) for blocks in (False, True)}
+    assert blocks_row.minibert / goal_row.minibert == pytest.approx(count[True] / count[False])  # the head left out
     assert all(row.minibert > 0 and row.reference > 0 for row in rows)
 
 
@@ -91,8 +98,8 @@ def test_a_candidate_that_fails_while_timed_costs_only_its_own_row(tiny, monkeyp
     monkeypatch.setattr(cuda, "candidates", lambda *args: [
         {"good": lambda: lambda: torch.ones(1)},
         {"breaks": lambda: breaks_on_call(2, RuntimeError("out of memory")), "fine": lambda: lambda: None}])
-    rows = cuda.training_rows(common.MINILM, tiny, warmup=1, repeats=2, compile=False, peak=None,
-                              measured_peak=100.0, device="cpu", steps_per_call=1)
+    rows = cuda.training_rows(common.MINILM, tiny, warmup=1, repeats=2, compile=False, peaks=PEAKS,
+                              device="cpu", steps_per_call=1)
     out = capsys.readouterr().out
     assert "breaks: FAILED while timed, row skipped" in out
     assert [n for n in names(rows) if n.endswith("sdpa")] == ["good vs transformers sdpa", "fine vs transformers sdpa"]
@@ -123,8 +130,8 @@ def test_a_cuda_error_that_stays_set_keeps_the_rounds_before_it(tiny, monkeypatc
     monkeypatch.setattr(cuda, "sync_for", lambda device: sync)
     monkeypatch.setattr(cuda, "candidates", lambda *args: [{"good": lambda: lambda: torch.ones(1)},
                                                            {"poisons": poisons}])
-    rows = cuda.training_rows(common.MINILM, tiny, warmup=1, repeats=1, compile=False, peak=None,
-                              measured_peak=100.0, device="cpu", steps_per_call=1)
+    rows = cuda.training_rows(common.MINILM, tiny, warmup=1, repeats=1, compile=False, peaks=PEAKS,
+                              device="cpu", steps_per_call=1)
     out = capsys.readouterr().out
     assert "timing this round FAILED" in out
     assert "good vs transformers sdpa" in names(rows)

@@ -1,0 +1,150 @@
+"""Model FLOP utilisation (MFU): the share of a GPU's matrix throughput that a training step turns into model FLOPs.
+
+MFU = model FLOPs of one step / step time / a peak. Both the FLOPs and the peak are conventions, and the issue sets
+its goal (>= 45% for distilbert-base at 32 x 512 on an H200) in its own, so the goal rows use those.
+
+FLOPs of one training step (forward + backward = 3 x forward; a multiply-add = 2 FLOPs):
+    6 * N * B * T                  N = every parameter outside the embedding tables (nn.Embedding): the number
+                                   transformers' `num_parameters(exclude_embeddings=True)` gives, and the one its
+                                   `floating_point_ops` multiplies by 6 x tokens; the encoder blocks and the head
+  + 12 * n_layers * B * T^2 * D    attention: Q K^T and weights @ V, 2 * T^2 * D each per layer forward, x 3
+The issue's reference step (19.6 ms) is 240 TFLOP/s in this count, 4.70 TFLOP a step; leaving the head out it would
+be 237 (tests/test_mfu.py). The head is the generous part: it reads one token a row ([CLS]) but is counted for all T
+tokens. `blocks_only=True` counts the encoder blocks alone (4.64 TFLOP, 1.2% fewer), and the rows show both.
+
+Peaks (bf16, dense tensor cores):
+- the issue's "~790 TFLOP/s" for the H200, what one large bf16 matmul reaches there: the goal's denominator on an
+  H200;
+- the one measured in the same run (`matmul_tflops`): the goal's denominator on any other GPU;
+- the data sheet's, which no real matmul reaches (989 TFLOP/s for the H100 SXM and the H200).
+
+`python -m benchmarks.mfu RESULTS.json ...` recounts the distilbert-base 32 x 512 step rows of recorded bench.py
+results in both counts, against the issue's peak and against the peak measured in each run.
+"""
+
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# Dense bf16 tensor-core peaks, TFLOP/s, from NVIDIA's data sheets (without sparsity). First match wins.
+SPEC_PEAK_BF16 = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("H800", 989.4), ("GH200", 989.4),
+                  ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("A10", 125.0))
+ISSUE_PEAK_BF16 = (("GH200", None), ("H200", 790.0))  # the issue's own figure; the GH200 is another machine
+GOAL = ">= 45%"
+
+
+@dataclass(frozen=True)
+class Peak:
+    """A denominator for MFU: what it is (printed in the row's name), TFLOP/s, and the goal if it is the goal's."""
+
+    label: str
+    tflops: float
+    goal: str = ""
+
+
+def spec_peak(device_name: str) -> float | None:
+    return next((peak for key, peak in SPEC_PEAK_BF16 if key in device_name), None)
+
+
+def issue_peak(device_name: str) -> float | None:
+    return next((peak for key, peak in ISSUE_PEAK_BF16 if key in device_name), None)
+
+
+def peaks(device_name: str, measured: float) -> list[Peak]:
+    """The goal's peak first: the issue's on an H200, the measured one elsewhere; then the others."""
+    issue, spec = issue_peak(device_name), spec_peak(device_name)
+    found = [Peak(f"the issue's {issue:.0f} TFLOP/s peak", issue, GOAL)] if issue else []
+    found.append(Peak(f"measured matmul peak {measured:.0f} TFLOP/s", measured, "" if issue else GOAL))
+    if spec:
+        found.append(Peak(f"{spec:.0f} TFLOP/s spec peak", spec))
+    return found
+
+
+def matmul_tflops(n: int = 8192, repeats: int = 10, trials: int = 5) -> float:
+    """What one large bf16 matmul reaches on this GPU: a realistic ceiling for MFU. The best of `trials` timings of
+    `repeats` matmuls each: a ceiling is the best the chip does (one timing read 780 to 808 TFLOP/s on the same
+    H200 in calls G to J, and the MFU row moved with it)."""
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(trials):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        torch.cuda.synchronize()
+        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12)
+    return best
+
+
+def non_embedding_params(model: nn.Module) -> int:
+    """Every parameter (each shared one once) outside the nn.Embedding tables, whose lookups do no multiply-adds."""
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in tables)
+
+
+def step_flops(model, batch_size: int, seq_len: int, blocks_only: bool = False) -> float:
+    """6 N B T + 12 L B T^2 D (module docstring) for a minibert classifier; `blocks_only`: N = the blocks' alone."""
+    config = model.config
+    n = (sum(p.numel() for p in model.encoder.layers.parameters()) if blocks_only
+         else non_embedding_params(model))
+    return 6 * n * batch_size * seq_len + 12 * config.n_layers * batch_size * seq_len**2 * config.dim
+
+
+# --- recounting recorded results ---------------------------------------------------------------------------------
+
+STEP_ROW = re.compile(r"CUDA train step distilbert-base 32x512 bf16: (?P<name>.+) vs transformers sdpa"
+                      r"(?P<attention> \[\w+ attention\])?")
+MEASURED = re.compile(r"vs measured matmul peak (?P<tflops>\d+) TFLOP/s")
+
+
+def recorded_runs(path: Path) -> list[tuple[str, list[dict]]]:
+    """(run label, rows) of a bench.py --json file, or of each run of a file that gathers several ({"runs": ...})."""
+    data = json.loads(path.read_text())
+    if "runs" in data:
+        return [(f"{path.name} {run.get('call', '')}{run.get('process', '')}", run["rows"]) for run in data["runs"]]
+    return [(path.name, data["rows"])]
+
+
+def recount(paths: list[Path]) -> list[str]:
+    """One line per distilbert-base 32 x 512 step row: ms, TFLOP/s and MFU in both counts; then transformers'
+    step beside it (the same row's reference) in the issue's count."""
+    from benchmarks import common
+
+    with torch.device("meta"):  # the count needs the parameters' shapes, not their values
+        model = common.build_ours(common.DISTILBERT, "meta", pretrained=False)
+    full, blocks = step_flops(model, 32, 512), step_flops(model, 32, 512, blocks_only=True)
+    issue = issue_peak("H200")
+    found = []  # (run, candidate, row, the run's measured peak)
+    for label, rows in (run for path in paths for run in recorded_runs(path)):
+        measured = next((float(m["tflops"]) for row in rows if (m := MEASURED.search(row["name"]))), None)
+        found += [(label, m["name"] + (m["attention"] or ""), row, measured) for row in rows
+                  if (m := STEP_ROW.fullmatch(row["name"])) and row["unit"] == "ms"]
+    runs, names = (max((len(f[i]) for f in found), default=3) for i in (0, 1))
+    lines = [f"one step: {full / 1e12:.4f} TFLOP (the issue's count), {blocks / 1e12:.4f} TFLOP (blocks only); "
+             f"MFU of the issue's {issue:.0f} TFLOP/s, and of the matmul peak measured in that run",
+             f"{'run':<{runs}} {'candidate':<{names}} {'ms':>6} {'TFLOP/s':>7} {'MFU':>6} {'of run':>6} "
+             f"{'blocks':>7} {'MFU':>6} | {'transformers':>12} {'MFU':>6}"]
+    for label, name, row, measured in found:
+        seconds = row["minibert"] / 1e3
+        tflops, strict = full / seconds / 1e12, blocks / seconds / 1e12
+        of_run = f"{100 * tflops / measured:5.2f}%" if measured else "-"
+        reference = full / (row["reference"] / 1e3) / 1e12
+        lines.append(f"{label:<{runs}} {name:<{names}} {row['minibert']:6.2f} {tflops:7.1f} "
+                     f"{100 * tflops / issue:5.2f}% {of_run:>6} {strict:7.1f} {100 * strict / issue:5.2f}% | "
+                     f"{row['reference']:9.2f} ms {100 * reference / issue:5.2f}%")
+    return lines
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit("usage: python -m benchmarks.mfu RESULTS.json [...]  (bench.py --json files, e.g. docs/results/)")
+    print("\n".join(recount([Path(arg) for arg in sys.argv[1:]])))
