@@ -6,11 +6,13 @@ its goal (>= 45% for distilbert-base at 32 x 512 on an H200) in its own, so the 
 FLOPs of one training step (forward + backward = 3 x forward; a multiply-add = 2 FLOPs):
     6 * N * B * T                  N = every parameter outside the embedding tables (nn.Embedding): the number
                                    transformers' `num_parameters(exclude_embeddings=True)` gives, and the one its
-                                   `floating_point_ops` multiplies by 6 x tokens; the encoder blocks and the head
+                                   Trainer's `floating_point_ops` multiplies by 6 x tokens; the blocks and the head
   + 12 * n_layers * B * T^2 * D    attention: Q K^T and weights @ V, 2 * T^2 * D each per layer forward, x 3
-The issue's reference step (19.6 ms) is 240 TFLOP/s in this count, 4.70 TFLOP a step; leaving the head out it would
-be 237 (tests/test_mfu.py). The head is the generous part: it reads one token a row ([CLS]) but is counted for all T
-tokens. `blocks_only=True` counts the encoder blocks alone (4.64 TFLOP, 1.2% fewer), and the rows show both.
+The issue's reference step (19.6 ms) is 240 TFLOP/s in this count (239.9; 4.70 TFLOP a step), 237 with the head left
+out (tests/test_mfu.py): FACTS.md's "6 x non-embedding params x tokens + attention" is, most likely, this one. It is
+generous: the head reads one token a row ([CLS]) but is counted for all T. The FLOPs a step really performs are the
+blocks' (`blocks_only=True`: 4.64 TFLOP, 1.24% fewer; the head's one token a row is left out as negligible), and
+the rows show both.
 
 Peaks (bf16, dense tensor cores):
 - the issue's "~790 TFLOP/s" for the H200, what one large bf16 matmul reaches there: the goal's denominator on an
@@ -32,10 +34,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-# Dense bf16 tensor-core peaks, TFLOP/s, from NVIDIA's data sheets (without sparsity). First match wins.
-SPEC_PEAK_BF16 = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("H800", 989.4), ("GH200", 989.4),
+# Dense bf16 tensor-core peaks, TFLOP/s, from NVIDIA's data sheets (without sparsity), matched as substrings of the
+# device name: first match wins, so a longer name comes before its prefix.
+SPEC_PEAK_BF16 = (("H100 PCIe", 756.0), ("GH200", 989.4), ("H100", 989.4), ("H200", 989.4), ("H800", 989.4),
                   ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("A10", 125.0))
-ISSUE_PEAK_BF16 = (("GH200", None), ("H200", 790.0))  # the issue's own figure; the GH200 is another machine
+# The issue's own figure, for the H200 it was measured on; the GH200 and the lower-power H200 NVL are other machines.
+ISSUE_PEAK_BF16 = (("GH200", None), ("H200 NVL", None), ("H200", 790.0))
 GOAL = ">= 45%"
 
 
@@ -107,11 +111,13 @@ MEASURED = re.compile(r"vs measured matmul peak (?P<tflops>\d+) TFLOP/s")
 
 
 def recorded_runs(path: Path) -> list[tuple[str, list[dict]]]:
-    """(run label, rows) of a bench.py --json file, or of each run of a file that gathers several ({"runs": ...})."""
+    """(run label, rows) of a bench.py --json file, or of each run of a file that gathers several ({"runs": ...});
+    none for another kind of file (a train.py report, say)."""
     data = json.loads(path.read_text())
-    if "runs" in data:
-        return [(f"{path.name} {run.get('call', '')}{run.get('process', '')}", run["rows"]) for run in data["runs"]]
-    return [(path.name, data["rows"])]
+    if isinstance(data, dict) and "runs" in data:
+        return [(f"{path.name} {run.get('call', '')}{run.get('process', '')}".strip(), run["rows"])
+                for run in data["runs"]]
+    return [(path.name, data["rows"])] if isinstance(data, dict) and "rows" in data else []
 
 
 def recount(paths: list[Path]) -> list[str]:
@@ -123,24 +129,30 @@ def recount(paths: list[Path]) -> list[str]:
         model = common.build_ours(common.DISTILBERT, "meta", pretrained=False)
     full, blocks = step_flops(model, 32, 512), step_flops(model, 32, 512, blocks_only=True)
     issue = issue_peak("H200")
-    found = []  # (run, candidate, row, the run's measured peak)
-    for label, rows in (run for path in paths for run in recorded_runs(path)):
-        measured = next((float(m["tflops"]) for row in rows if (m := MEASURED.search(row["name"]))), None)
-        found += [(label, m["name"] + (m["attention"] or ""), row, measured) for row in rows
-                  if (m := STEP_ROW.fullmatch(row["name"])) and row["unit"] == "ms"]
+    found, skipped = [], []  # found: (run, candidate, row, the run's measured peak)
+    for path in paths:
+        before = len(found)
+        for label, rows in recorded_runs(path):
+            measured = next((float(m["tflops"]) for row in rows if (m := MEASURED.search(row["name"]))), None)
+            found += [(label, m["name"] + (m["attention"] or ""), row, measured) for row in rows
+                      if (m := STEP_ROW.fullmatch(row["name"])) and row["unit"] == "ms"]
+        if len(found) == before:
+            skipped.append(path.name)
     runs, names = (max((len(f[i]) for f in found), default=3) for i in (0, 1))
     lines = [f"one step: {full / 1e12:.4f} TFLOP (the issue's count), {blocks / 1e12:.4f} TFLOP (blocks only); "
-             f"MFU of the issue's {issue:.0f} TFLOP/s, and of the matmul peak measured in that run",
-             f"{'run':<{runs}} {'candidate':<{names}} {'ms':>6} {'TFLOP/s':>7} {'MFU':>6} {'of run':>6} "
-             f"{'blocks':>7} {'MFU':>6} | {'transformers':>12} {'MFU':>6}"]
+             f"MFU of the issue's {issue:.0f} TFLOP/s (MFU/790) and of the matmul peak timed in that run (MFU/run)",
+             f"{'run':<{runs}} {'candidate':<{names}} {'ms':>6} {'TFLOP/s':>7} {'MFU/790':>7} {'MFU/run':>7} "
+             f"{'blocks:':>7} {'TFLOP/s':>7} {'MFU/790':>7} | {'transformers':>12} {'MFU/790':>7}"]
     for label, name, row, measured in found:
         seconds = row["minibert"] / 1e3
         tflops, strict = full / seconds / 1e12, blocks / seconds / 1e12
-        of_run = f"{100 * tflops / measured:5.2f}%" if measured else "-"
+        of_run = f"{100 * tflops / measured:6.2f}%" if measured else "-"
         reference = full / (row["reference"] / 1e3) / 1e12
         lines.append(f"{label:<{runs}} {name:<{names}} {row['minibert']:6.2f} {tflops:7.1f} "
-                     f"{100 * tflops / issue:5.2f}% {of_run:>6} {strict:7.1f} {100 * strict / issue:5.2f}% | "
-                     f"{row['reference']:9.2f} ms {100 * reference / issue:5.2f}%")
+                     f"{100 * tflops / issue:6.2f}% {of_run:>7} {'':>7} {strict:7.1f} {100 * strict / issue:6.2f}% | "
+                     f"{row['reference']:9.2f} ms {100 * reference / issue:6.2f}%")
+    if skipped:
+        lines.append(f"(no distilbert-base 32x512 step rows in: {', '.join(skipped)})")
     return lines
 
 
