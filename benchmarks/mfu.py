@@ -142,14 +142,14 @@ def recount(paths: list[Path]) -> list[str]:
     lines = [f"one step: {full / 1e12:.4f} TFLOP (the issue's count), {blocks / 1e12:.4f} TFLOP (blocks only); "
              f"MFU of the issue's {issue:.0f} TFLOP/s (MFU/790) and of the matmul peak timed in that run (MFU/run)",
              f"{'run':<{runs}} {'candidate':<{names}} {'ms':>6} {'TFLOP/s':>7} {'MFU/790':>7} {'MFU/run':>7} "
-             f"{'blocks:':>7} {'TFLOP/s':>7} {'MFU/790':>7} | {'transformers':>12} {'MFU/790':>7}"]
+             f"{'blocks TFLOP/s':>14} {'MFU/790':>7} | {'transformers':>12} {'MFU/790':>7}"]
     for label, name, row, measured in found:
         seconds = row["minibert"] / 1e3
         tflops, strict = full / seconds / 1e12, blocks / seconds / 1e12
         of_run = f"{100 * tflops / measured:6.2f}%" if measured else "-"
         reference = full / (row["reference"] / 1e3) / 1e12
         lines.append(f"{label:<{runs}} {name:<{names}} {row['minibert']:6.2f} {tflops:7.1f} "
-                     f"{100 * tflops / issue:6.2f}% {of_run:>7} {'':>7} {strict:7.1f} {100 * strict / issue:6.2f}% | "
+                     f"{100 * tflops / issue:6.2f}% {of_run:>7} {strict:14.1f} {100 * strict / issue:6.2f}% | "
                      f"{row['reference']:9.2f} ms {100 * reference / issue:6.2f}%")
     if skipped:
         lines.append(f"(no distilbert-base 32x512 step rows in: {', '.join(skipped)})")
