@@ -93,9 +93,6 @@ def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compi
     return rows
 
 
-ISSUE_COUNT, BLOCKS_COUNT = "the issue's FLOP count", "the blocks' FLOPs only"  # mfu.py's two counts
-
-
 def summary_rows(short: str, batch_size: int, flops: tuple[float, float], best: float, ref: float,
                  peaks: list[mfu.Peak], label: str) -> list[Row]:
     """Samples/s, TFLOP/s and MFU of the best candidate (`best` seconds a step) against transformers (`ref`).
@@ -103,17 +100,18 @@ def summary_rows(short: str, batch_size: int, flops: tuple[float, float], best: 
     full, blocks = flops
     rows = [Row(f"CUDA throughput {short} ({label}) vs transformers", batch_size / best, batch_size / ref,
                 "samples/s", ">= 1.0"),
-            Row(f"CUDA achieved TFLOP/s {short}, {ISSUE_COUNT} ({label})", full / best / 1e12, full / ref / 1e12,
-                "TFLOP/s", ">= 1.0"),
-            Row(f"CUDA achieved TFLOP/s {short}, {BLOCKS_COUNT} ({label})", blocks / best / 1e12,
+            Row(f"CUDA achieved TFLOP/s {short}, {mfu.ISSUE_COUNT} ({label})", full / best / 1e12,
+                full / ref / 1e12, "TFLOP/s", ">= 1.0"),
+            Row(f"CUDA achieved TFLOP/s {short}, {mfu.BLOCKS_COUNT} ({label})", blocks / best / 1e12,
                 blocks / ref / 1e12, "TFLOP/s", "")]
     for peak in peaks:
-        rows.append(Row(f"CUDA MFU {short}, {ISSUE_COUNT}, vs {peak.label} ({label})",
-                        100 * full / best / 1e12 / peak.tflops, 100 * full / ref / 1e12 / peak.tflops, "%", peak.goal))
+        rows.append(Row(f"CUDA MFU {short}, {mfu.ISSUE_COUNT}, vs {peak.label} ({label})",
+                        mfu.utilisation(full, best, peak.tflops), mfu.utilisation(full, ref, peak.tflops), "%",
+                        peak.goal))
     if peaks:  # the goal's peak, with the FLOPs a step performs
-        rows.append(Row(f"CUDA MFU {short}, {BLOCKS_COUNT}, vs {peaks[0].label} ({label})",
-                        100 * blocks / best / 1e12 / peaks[0].tflops, 100 * blocks / ref / 1e12 / peaks[0].tflops,
-                        "%", ""))
+        goal = peaks[0]
+        rows.append(Row(f"CUDA MFU {short}, {mfu.BLOCKS_COUNT}, vs {goal.label} ({label})",
+                        mfu.utilisation(blocks, best, goal.tflops), mfu.utilisation(blocks, ref, goal.tflops), "%"))
     return rows
 
 

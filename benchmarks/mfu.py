@@ -34,6 +34,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import common
+
 # Dense bf16 tensor-core peaks, TFLOP/s, from NVIDIA's data sheets (without sparsity), matched as substrings of the
 # device name: first match wins, so a longer name comes before its prefix.
 SPEC_PEAK_BF16 = (("H100 PCIe", 756.0), ("GH200", 989.4), ("H100", 989.4), ("H200", 989.4), ("H800", 989.4),
@@ -41,6 +43,7 @@ SPEC_PEAK_BF16 = (("H100 PCIe", 756.0), ("GH200", 989.4), ("H100", 989.4), ("H20
 # The issue's own figure, for the H200 it was measured on; the GH200 and the lower-power H200 NVL are other machines.
 ISSUE_PEAK_BF16 = (("GH200", None), ("H200 NVL", None), ("H200", 790.0))
 GOAL = ">= 45%"
+ISSUE_COUNT, BLOCKS_COUNT = "the issue's FLOP count", "the blocks' FLOPs only"  # named in every row that uses one
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,11 @@ def matmul_tflops(n: int = 8192, repeats: int = 10, trials: int = 5) -> float:
     return best
 
 
+def utilisation(flops: float, seconds: float, peak_tflops: float) -> float:
+    """MFU in percent: the TFLOP/s that `flops` done in `seconds` reach, as a share of `peak_tflops`."""
+    return 100 * flops / seconds / 1e12 / peak_tflops
+
+
 def non_embedding_params(model: nn.Module) -> int:
     """Every parameter (each shared one once) outside the nn.Embedding tables, whose lookups do no multiply-adds."""
     tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
@@ -123,8 +131,6 @@ def recorded_runs(path: Path) -> list[tuple[str, list[dict]]]:
 def recount(paths: list[Path]) -> list[str]:
     """One line per distilbert-base 32 x 512 step row: ms, TFLOP/s and MFU in both counts; then transformers'
     step beside it (the same row's reference) in the issue's count."""
-    from benchmarks import common
-
     with torch.device("meta"):  # the count needs the parameters' shapes, not their values
         model = common.build_ours(common.DISTILBERT, "meta", pretrained=False)
     full, blocks = step_flops(model, 32, 512), step_flops(model, 32, 512, blocks_only=True)
@@ -138,19 +144,19 @@ def recount(paths: list[Path]) -> list[str]:
                       if (m := STEP_ROW.fullmatch(row["name"])) and row["unit"] == "ms"]
         if len(found) == before:
             skipped.append(path.name)
-    runs, names = (max((len(f[i]) for f in found), default=3) for i in (0, 1))
+    runs = max((len(label) for label, *_ in found), default=0)  # column widths
+    names = max((len(name) for _, name, *_ in found), default=0)
     lines = [f"one step: {full / 1e12:.4f} TFLOP (the issue's count), {blocks / 1e12:.4f} TFLOP (blocks only); "
              f"MFU of the issue's {issue:.0f} TFLOP/s (MFU/790) and of the matmul peak timed in that run (MFU/run)",
              f"{'run':<{runs}} {'candidate':<{names}} {'ms':>6} {'TFLOP/s':>7} {'MFU/790':>7} {'MFU/run':>7} "
              f"{'blocks TFLOP/s':>14} {'MFU/790':>7} | {'transformers':>12} {'MFU/790':>7}"]
     for label, name, row, measured in found:
-        seconds = row["minibert"] / 1e3
-        tflops, strict = full / seconds / 1e12, blocks / seconds / 1e12
-        of_run = f"{100 * tflops / measured:6.2f}%" if measured else "-"
-        reference = full / (row["reference"] / 1e3) / 1e12
-        lines.append(f"{label:<{runs}} {name:<{names}} {row['minibert']:6.2f} {tflops:7.1f} "
-                     f"{100 * tflops / issue:6.2f}% {of_run:>7} {strict:14.1f} {100 * strict / issue:6.2f}% | "
-                     f"{row['reference']:9.2f} ms {100 * reference / issue:6.2f}%")
+        seconds, reference = row["minibert"] / 1e3, row["reference"] / 1e3
+        of_run = f"{utilisation(full, seconds, measured):6.2f}%" if measured else "-"
+        lines.append(f"{label:<{runs}} {name:<{names}} {row['minibert']:6.2f} {full / seconds / 1e12:7.1f} "
+                     f"{utilisation(full, seconds, issue):6.2f}% {of_run:>7} {blocks / seconds / 1e12:14.1f} "
+                     f"{utilisation(blocks, seconds, issue):6.2f}% | "
+                     f"{row['reference']:9.2f} ms {utilisation(full, reference, issue):6.2f}%")
     if skipped:
         lines.append(f"(no distilbert-base 32x512 step rows in: {', '.join(skipped)})")
     return lines
