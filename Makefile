@@ -1,9 +1,11 @@
 # One command to set up and run each thing on a fresh machine (Python 3.10+, no GPU needed).
-#   make train   set up .venv, then fine-tune on IMDB (python train.py --data $(DATA))
+#   make train   set up .venv, then fine-tune on IMDB (python train.py [--data $(DATA)])
 #   make test    set up .venv, then run the test suite (offline)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-DATA   ?= ../shared/data/imdb
+# IMDB: DATA=FOLDER if given, else the project's test copy when it exists, else none (train.py then loads the
+# hub's IMDB through datasets, or says what to pass).
+DATA   ?= $(wildcard ../shared/data/imdb)
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup train test
@@ -20,7 +22,7 @@ $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	touch $(STAMP)
 
 train: setup
-	$(PY) train.py --data $(DATA)
+	$(PY) train.py $(if $(DATA),--data $(DATA))
 
 test: setup
-	MINIBERT_DATA=$(DATA) HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	$(if $(DATA),MINIBERT_DATA=$(DATA)) HF_HUB_OFFLINE=1 $(PY) -m pytest -q

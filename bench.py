@@ -28,6 +28,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
+import lora  # noqa: E402
+import quant  # noqa: E402
+from minibert.errors import run_cli  # noqa: E402
+
 SECTIONS = ("train", "inference", "adapters", "tokenize", "epoch", "cuda")
 CUDA_PARTS = ("mfu", "minilm", "inference", "adapters")  # benchmarks/cuda.py PARTS
 
@@ -40,7 +44,7 @@ def parse_args(argv):
     parser.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     parser.add_argument("--data", type=Path, default=None,
-                        help="IMDB folder (train/test parquet); default $MINIBERT_DATA or ../shared/data/imdb")
+                        help="IMDB folder (train/test parquet); default $MINIBERT_DATA")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0: torch's default")
     parser.add_argument("--profile", action="store_true", help="print the top ops of a MiniLM training step (CPU); "
                                                                    "CUDA mfu: the top kernels of the best candidate")
@@ -203,4 +207,4 @@ def main(argv=None) -> list:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, also=(lora.AdapterError, quant.QuantError)))

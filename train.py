@@ -1,32 +1,40 @@
 """Fine-tune a BERT-style encoder on IMDB sentiment: a plain PyTorch loop, no Trainer.
 
-    python train.py --data ../shared/data/imdb                  # all-MiniLM-L6-v2, full fine-tuning
-    python train.py --data ../shared/data/imdb --init random    # the notebook's from-scratch DistilBERT
-    python train.py --resume runs/<timestamp>                   # continue a killed or interrupted run
+    python train.py                                # all-MiniLM-L6-v2, full fine-tuning (IMDB from the hub)
+    python train.py --data path/to/imdb            # the same on a local copy (parquet/csv files, or aclImdb/)
+    python train.py --data path/to/imdb --init random   # DistilBERT from random init
+    python train.py --resume runs/<timestamp>      # continue a killed or interrupted run
 
 What is unusual here, on purpose:
+- Refuse early. Every flag is checked against its range, the others and the model (train_config.py) before
+  anything is written; a run folder holding another run's output is never written into without --overwrite.
 - Crash safety. Every --save-every optimizer steps and at each epoch end, the trainable weights, optimizer,
-  schedule, RNG states and data position are written atomically (minibert/train_state.py). A run killed with
-  SIGKILL and resumed ends with bitwise the same weights and metrics as an uninterrupted one (CPU, same seed).
-  Ctrl-C saves and exits when the current step is done (so that it resumes exactly too); a NaN/inf loss stops the
-  run and keeps the last good checkpoint.
+  schedule, RNG states, data position and a fingerprint of the settings are written atomically
+  (minibert/train_state.py). A run killed with SIGKILL and resumed ends with bitwise the same weights and metrics
+  as an uninterrupted one (CPU, same seed). Ctrl-C saves and exits when the current step is done (so that it
+  resumes exactly too); a NaN/inf loss stops the run and keeps the last good checkpoint.
 - No DataLoader: batches are lists of indices from a sampler whose order is a pure function of (seed, epoch),
   collated in the loop. A DataLoader would draw from the global RNG each epoch, which breaks exact resume, and
   with short CPU batches its worker processes buy nothing.
 - Several processes: `torchrun --nproc_per_node=N train.py ...` runs DistributedDataParallel (gloo on CPU, nccl on
   CUDA). --batch-size stays the reviews per optimizer step, split across ranks; rank 0 alone writes the run folder.
 - Defaults depend on the device (train_config.py, with every flag): a 2-core CPU gets a recipe measured to fit
-  10 minutes, a GPU gets the full train set. Every flag overrides them.
+  6 minutes, a GPU gets the full train set. Every flag overrides them.
 """
 
-import contextlib
-import json
-import math
-import os
-import sys
 import time
-from dataclasses import asdict
-from pathlib import Path
+
+PROCESS_START = time.perf_counter()  # before torch is imported: a run's wall time includes the imports
+
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+from dataclasses import asdict  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 # Idle OpenMP threads otherwise spin, holding the core their partner needs: on a busy 2-core machine a training
 # step took 3.2-4.4 s with spinning and 0.9-1.2 s without (bench.py). Must be set before torch starts OpenMP.
@@ -44,15 +52,16 @@ from minibert import train_state  # noqa: E402
 from minibert.batching import Collator, LengthBucketBatchSampler, PadToMultiple  # noqa: E402
 from minibert.cuda_graphs import ShapeGraphs, keep_grads  # noqa: E402
 from minibert.data import prepare_imdb  # noqa: E402
+from minibert.errors import UserError, run_cli  # noqa: E402
 from minibert.metrics import confusion_matrix, metrics_from_confusion  # noqa: E402
 from minibert.plots import plot_confusion, plot_curves  # noqa: E402
-from minibert.runfolder import Run, device_name, peak_memory_mb  # noqa: E402
+from minibert.runfolder import Run, atomic_write_text, device_name, peak_memory_mb  # noqa: E402
 from quant.model import count_bytes  # noqa: E402
-from train_config import RunConfig, parse_args, refuse_flags_beside_resume, resolve  # noqa: E402
+from train_config import (HEAD, RunConfig, check, check_against_model, fingerprint, parse_args,  # noqa: E402
+                          refuse_flags_beside_resume, resolve)
 from train_outputs import export, summary  # noqa: E402
 
 LABELS = ("negative", "positive")  # by logit index: the IMDB labels are 0 = negative, 1 = positive
-HEAD = ("pre_classifier", "classifier")  # minibert's classification head: trained fully, never quantized
 # ------------------------------------------------------------------------------------------------------------
 # Model, optimizer, schedule
 # ------------------------------------------------------------------------------------------------------------
@@ -60,14 +69,25 @@ HEAD = ("pre_classifier", "classifier")  # minibert's classification head: train
 def build_model(cfg: RunConfig):
     """(model, tokenizer). Random init reads only a config (a preset or a folder's config.json), no weights;
     the tokenizer is then all-MiniLM-L6-v2's, whose uncased 30,522-token vocabulary is distilbert-base-uncased's."""
+    overrides = {name: float(getattr(cfg, name)) for name in ("dropout", "attention_dropout")
+                 if getattr(cfg, name) != "checkpoint"}
     if cfg.init == "pretrained":
-        model = minibert.load_classifier(cfg.model, num_labels=2, labels=LABELS, pooling=cfg.pooling)
+        check_against_model(cfg, minibert.config.read_config(minibert.paths.resolve_model_dir(cfg.model)))
+        model = minibert.load_classifier(cfg.model, num_labels=2, labels=LABELS, pooling=cfg.pooling, **overrides)
         tokenizer = minibert.load_tokenizer(cfg.model)
     else:
         config = (minibert.preset(cfg.model) if cfg.model in minibert.config.PRESETS
                   else minibert.config.read_config(minibert.paths.resolve_model_dir(cfg.model)))
-        model = minibert.build_classifier(config.with_(num_labels=2, labels=LABELS, pooling=cfg.pooling))
+        check_against_model(cfg, config)
+        model = minibert.build_classifier(config.with_(num_labels=2, labels=LABELS, pooling=cfg.pooling, **overrides))
         tokenizer = minibert.load_tokenizer(minibert.paths.OFFLINE_MINILM)
+    minibert.checkpoint.check_tokenizer_fits(tokenizer, model.config, where=str(cfg.model))
+    tokenizer.truncation = cfg.truncation  # travels with the exported tokenizer, so predict cuts reviews alike
+    if cfg.head_init == "fresh":
+        for module in (model.pre_classifier, model.classifier):
+            minibert.model.init_weights(module, model.config)
+    if cfg.freeze_embeddings:
+        model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
     if cfg.method == "head":  # a frozen feature extractor: only the head learns
         for name, p in model.named_parameters():
             p.requires_grad_(not name.startswith("encoder."))
@@ -85,12 +105,30 @@ def build_model(cfg: RunConfig):
 
 
 def make_optimizer(model, cfg: RunConfig) -> torch.optim.AdamW:
-    """AdamW with two groups: matrices decay; biases and LayerNorm gains do not (decaying them only hurts)."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in trainable if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0}]
+    """AdamW, one group per (depth, decays): matrices decay, biases and LayerNorm gains do not (decaying them only
+    hurts). Depth sets the lr: the head trains at --head-lr, encoder layer i of L (from 1) at lr x decay^(L - i),
+    the embeddings at lr x decay^L (layer-wise decay, Howard & Ruder 2018: lower layers hold the most general
+    features and should move least)."""
+    n_layers = model.config.n_layers if hasattr(model, "config") else 0
+    groups = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        depth = parameter_depth(name, n_layers)
+        lr = (cfg.head_lr or cfg.lr) if depth > n_layers else cfg.lr * cfg.layer_decay ** (n_layers - depth)
+        decay = cfg.weight_decay if p.dim() >= 2 else 0.0
+        groups.setdefault((lr, decay), []).append(p)
     # fused=True: one kernel updates every tensor (CUDA); on CPU the plain loop is as fast and bitwise stable.
-    return torch.optim.AdamW(groups, lr=cfg.lr, fused=cfg.device == "cuda")
+    return torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": decay} for (lr, decay), ps in groups.items()],
+                             lr=cfg.lr, fused=cfg.device == "cuda")
+
+
+def parameter_depth(name: str, n_layers: int) -> int:
+    """0 for the embeddings, i + 1 for encoder layer i, n_layers + 1 for the head (anything outside the encoder)."""
+    if ".embeddings." in f".{name}":
+        return 0
+    layer = re.search(r"\blayers\.(\d+)\.", name)
+    return int(layer.group(1)) + 1 if layer else n_layers + 1
 
 
 def linear_warmup_decay(total_steps: int, warmup: float):
@@ -112,9 +150,9 @@ class Diverged(RuntimeError):
     pass
 
 
-def autocast(device: str):
-    """bf16 autocast on CUDA (fp32 master weights); plain fp32 on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
+def autocast(cfg: RunConfig):
+    """--precision bf16: matmuls in bfloat16 under autocast, float32 master weights; fp32: plain float32."""
+    return torch.autocast(cfg.device, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
 
 def to_device(batch: dict, device: str, keep_mask: bool = False) -> dict:
@@ -142,7 +180,7 @@ def evaluate(model, split, collate, cfg: RunConfig, desc: str) -> dict:
     confusion = torch.zeros(2, 2, dtype=torch.long)
     for positions in tqdm(sampler, desc=desc, leave=False, unit="batch", disable=not dist.is_main()):
         batch = to_device(collate([split[shard[i]] for i in positions]), cfg.device)
-        with autocast(cfg.device):
+        with autocast(cfg):
             logits = model(batch["input_ids"], batch.get("attention_mask")).float()  # (B, C)
         loss_sum += F.cross_entropy(logits, batch["labels"], reduction="sum").item()
         confusion += confusion_matrix(batch["labels"].cpu(), logits.argmax(dim=-1).cpu(), 2)
@@ -152,19 +190,19 @@ def evaluate(model, split, collate, cfg: RunConfig, desc: str) -> dict:
     return {"loss": totals[0].item() / len(split), **metrics_from_confusion(confusion)}
 
 
-def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
-    """Build, train, evaluate and export; `run` is None on ranks other than 0 (they write nothing)."""
+def train(cfg: RunConfig, folder: Path | None, resume_from: dict | None) -> dict:
+    """Build, train, evaluate and export; `folder` is None on ranks other than 0 (they write nothing)."""
     rank, world = dist.rank_and_world()
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model, tokenizer = build_model(cfg)
     model.to(cfg.device).train()
-    data = prepare_imdb(cfg.data, tokenizer, max_len=cfg.max_len, max_samples=cfg.max_samples,
-                        val_fraction=cfg.val_fraction, eval_samples=cfg.eval_samples, seed=cfg.seed,
+    data = prepare_imdb(cfg.data, tokenizer, max_len=cfg.max_len, train_samples=cfg.train_samples,
+                        val_samples=cfg.val_samples, eval_samples=cfg.eval_samples, seed=cfg.seed,
                         add_special_tokens=cfg.special_tokens)
     collate = Collator(tokenizer.pad_id)
     micro_batch = cfg.batch_size // (cfg.grad_accum * world)  # reviews per forward pass on one rank
     if micro_batch * cfg.grad_accum * world != cfg.batch_size:
-        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by --grad-accum x processes "
+        raise UserError(f"--batch-size {cfg.batch_size} must be divisible by --grad-accum x processes "
                          f"({cfg.grad_accum} x {world})")
     sampler = LengthBucketBatchSampler(data["train"].lengths, micro_batch, seed=cfg.seed, bucket=cfg.bucket,
                                        shuffle=True, num_replicas=world, rank=rank)
@@ -178,11 +216,13 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
         f"{steps_per_epoch} steps/epoch x {cfg.epochs}" + (f"  |  {world} processes" if world > 1 else ""))
     # Each rank draws its own dropout masks; DDP keeps the weights identical.
     torch.manual_seed(cfg.seed + 1000 * rank)
+    # Everything is checked and built: only now is the run folder written (a fresh one) or cut back (a resume)
+    run = None if folder is None else Run(folder) if resume_from is not None else start_run_folder(cfg, folder)
 
     step, epoch, start_batch, train_seconds, step_times = 0, 0, 0, 0.0, []
     if resume_from is not None:
         if len(resume_from["rng"]) != world:
-            raise ValueError(f"the checkpoint was written by {len(resume_from['rng'])} processes; resume it with "
+            raise UserError(f"the checkpoint was written by {len(resume_from['rng'])} processes; resume it with "
                              f"as many (now {world})")
         model.load_state_dict(resume_from["model"], strict=False)
         optimizer.load_state_dict(resume_from["optimizer"])
@@ -203,7 +243,7 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
                      if cfg.pad_multiple > 1 else collate)  # fewer batch widths, e.g. one for CUDA graphs
     if cfg.cuda_graphs:  # minibert/cuda_graphs.py: one recorded forward + backward per batch shape
         if world > 1:
-            raise ValueError("--cuda-graphs runs in one process only (DDP's gradient all-reduce is not recorded)")
+            raise UserError("--cuda-graphs runs in one process only (DDP's gradient all-reduce is not recorded)")
         forward = ShapeGraphs(model)
         keep_grads(model)
 
@@ -215,7 +255,18 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
         if run:
             train_state.save(run.folder, model=train_state.trainable_state(model), optimizer=optimizer.state_dict(),
                              schedule=schedule.state_dict(), rng=rngs, step=step, epoch=epoch_,
-                             batch=batch_in_epoch, train_seconds=train_seconds, metrics_lines=run.n_lines())
+                             batch=batch_in_epoch, train_seconds=train_seconds, metrics_lines=run.n_lines(),
+                             config=fingerprint(cfg))
+
+    # Validations evenly spaced over the run's steps, the last at its end (the report's val figures)
+    val_steps = {math.ceil(total_steps * j / cfg.validations) for j in range(1, cfg.validations + 1)}
+
+    def validate(epoch_: int) -> None:
+        val = evaluate(model, data["val"], collate, cfg, "validating")
+        if run:
+            run.log(type="eval", split="val", step=step, epoch=epoch_, **val)
+        say(f"step {step}/{total_steps}: val loss {val['loss']:.4f}, accuracy {100 * val['accuracy']:.2f}%, "
+            f"F1 {100 * val['f1']:.2f}%")
 
     def stopped(err: Diverged) -> None:
         kept = (f"The last good checkpoint is kept in {cfg.out}" if (Path(cfg.out) / train_state.CHECKPOINT).exists()
@@ -236,14 +287,15 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
             while group := [b for _, b in zip(range(cfg.grad_accum), batches)]:  # the micro-batches of one step
                 # Ctrl-C takes effect when a step is done and counted, never inside it (train_state.py)
                 with train_state.interrupts_deferred():
-                    lr = schedule.get_last_lr()[0]  # the rate this step uses (train_step moves the schedule on)
+                    lr = cfg.lr * schedule.lr_lambdas[0](schedule.last_epoch)  # --lr as this step scales it
                     loss = train_step(forward, optimizer, schedule, group, data["train"], train_collate, cfg)
                     step, batch_in_epoch = step + 1, batch_in_epoch + len(group)
                     running.append(loss)  # a tensor: reading it would wait for the GPU, so we read it only below
                     rng_at_step = train_state.rng_state()
                     bar.update(len(group))
                     last_of_epoch = batch_in_epoch == sampler.batches_per_epoch
-                    if step % cfg.log_every and step % cfg.save_every and not last_of_epoch:
+                    validate_now = step in val_steps
+                    if step % cfg.log_every and step % cfg.save_every and not last_of_epoch and not validate_now:
                         continue
                     # Every few steps: wait for the device, check the loss, time the interval, log, maybe save.
                     mean_loss = dist.sum_across_ranks(torch.stack(running).mean().float().cpu()).item() / world
@@ -257,16 +309,13 @@ def train(cfg: RunConfig, run: Run | None, resume_from: dict | None) -> dict:
                     if run:  # at checkpoints too: every loss is in one line, none dropped between two logs
                         run.log(type="train", step=step, epoch=epoch, loss=mean_loss, lr=lr,
                                 reviews_per_s=reviews_per_s)
+                    if validate_now:  # no RNG is drawn: a resume from an earlier checkpoint redoes it exactly
+                        validate(epoch)
                     if step % cfg.save_every == 0:
                         checkpoint(batch_in_epoch, epoch, dist.gather(rng_at_step))
                     running, t_interval = [], time.perf_counter()
             bar.close()
-            with train_state.interrupts_deferred():  # the epoch's validation, its line and its checkpoint, whole
-                val = evaluate(model, data["val"], collate, cfg, "validating")
-                if run:
-                    run.log(type="eval", split="val", step=step, epoch=epoch, **val)
-                say(f"epoch {epoch + 1}: val loss {val['loss']:.4f}, accuracy {100 * val['accuracy']:.2f}%, "
-                    f"F1 {100 * val['f1']:.2f}%")
+            with train_state.interrupts_deferred():  # the epoch's checkpoint, whole
                 # batch_in_epoch too: a Ctrl-C now saves (epoch + 1, batch 0), not the end of the epoch just done
                 epoch, start_batch, batch_in_epoch = epoch + 1, 0, 0
                 rng_at_step = train_state.rng_state()
@@ -327,7 +376,7 @@ def train_step(model, optimizer, schedule, group, dataset, collate, cfg: RunConf
         sync = contextlib.nullcontext() if i == len(group) - 1 or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
             # BEGIN ASSIGNMENT training_step: forward under autocast; loss = sum of cross-entropy / n_reviews; backward
-            with autocast(cfg.device):
+            with autocast(cfg):
                 logits = model(batch["input_ids"], batch.get("attention_mask"))  # (B, C)
             # Sum, then divide by the step's review count: accumulated micro-batches weigh as one big batch.
             loss = F.cross_entropy(logits.float(), batch["labels"], reduction="sum") / n_reviews
@@ -353,47 +402,94 @@ def say(message: str) -> None:
         print(message, flush=True)
 
 
+RUN_OUTPUTS = ("run_config.json", "metrics.jsonl", "report.json", train_state.CHECKPOINT, "model", "adapter",
+               "curves.png", "confusion.png")  # what a run writes into its folder
+
+
+def resume_config(folder: Path, cfg: RunConfig) -> tuple[RunConfig, dict]:
+    """The saved settings of the run in `folder` and its checkpoint, refused when the two disagree: a seed edited in
+    run_config.json would otherwise move validation reviews into training."""
+    refuse_flags_beside_resume(cfg)
+    saved = folder / "run_config.json"
+    if not saved.is_file():
+        raise UserError(f"{folder} is not a run folder (no run_config.json); start a run there without --resume")
+    try:
+        settings = json.loads(saved.read_text())
+        cfg = RunConfig(**{**settings, "resume": None, "out": str(folder)})  # messages name this folder, not the first
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as err:
+        raise UserError(f"{saved} is not a run config train.py wrote ({err}); start a new run") from None
+    if not (folder / train_state.CHECKPOINT).is_file():
+        done = "finished: its model is in model/" if (folder / "report.json").is_file() else "not checkpointed yet"
+        raise UserError(f"{folder} has no {train_state.CHECKPOINT} to resume from (the run is {done})")
+    resume_from = train_state.load(folder)
+    changed = sorted(k for k, v in fingerprint(cfg).items() if resume_from.get("config", {}).get(k, v) != v)
+    if changed:
+        raise UserError(f"{saved} no longer matches the run's checkpoint ({', '.join(changed)} changed); "
+                        "restore it, or start a new run")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"{folder} was a CUDA run and torch sees no CUDA device here; resume it on a GPU machine")
+    check(cfg)  # a checkpoint written before fingerprints were saved checks nothing above
+    if settings.get("out") != str(folder):  # a copied folder: from now on it records itself
+        atomic_write_text(saved, json.dumps({**settings, "out": str(folder)}, indent=2) + "\n")
+    return cfg, resume_from
+
+
+def claim_run_folder(cfg: RunConfig) -> Path:
+    """The folder a new run writes into: refused when it holds another run's output, unless --overwrite."""
+    folder = Path(cfg.out)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {folder} is a file, not a folder")
+    found = [name for name in RUN_OUTPUTS if (folder / name).exists()]
+    if found and not cfg.overwrite:
+        unfinished = (folder / train_state.CHECKPOINT).exists() and not (folder / "report.json").exists()
+        hint = f"continue it with --resume {folder}, " if unfinished else ""
+        raise UserError(f"{folder} already holds run output ({', '.join(found)}); {hint}choose another --out, "
+                        "or pass --overwrite to replace it")
+    return folder
+
+
+def start_run_folder(cfg: RunConfig, folder: Path) -> Run:
+    """Write the run's settings, once the model and data are ready: a run refused before that leaves nothing."""
+    for name in RUN_OUTPUTS:  # --overwrite: the old run's output goes, other files in the folder stay
+        path = folder / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "run_config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+    return Run(folder)
+
+
 def main(argv=None) -> dict:
     cfg = parse_args(argv)
-    resume_from = None
     if cfg.resume:
         folder = Path(cfg.resume)
-        if not (folder / "run_config.json").is_file():
-            raise FileNotFoundError(f"{folder} is not a run folder (no run_config.json)")
-        refuse_flags_beside_resume(cfg)
-        cfg = RunConfig(**{**json.loads((folder / "run_config.json").read_text()), "resume": None})
-        if cfg.device == "cuda" and not torch.cuda.is_available():
-            sys.exit(f"{folder} was a CUDA run and torch sees no CUDA device here; resume it on a GPU machine")
-        resume_from = train_state.load(folder)
+        cfg, resume_from = resume_config(folder, cfg)
         dist.setup(cfg.device)
     else:
-        cfg = resolve(cfg)
+        cfg, resume_from = resolve(cfg), None
         dist.setup(cfg.device)
         cfg.out = dist.broadcast(cfg.out)  # a timestamped name must be the same on every rank
-        folder = Path(cfg.out)
-        if dist.is_main():
-            if (folder / train_state.CHECKPOINT).exists():
-                sys.exit(f"{folder} already holds a run; continue it with --resume {folder}, or choose another --out")
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "run_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-            Run(folder).truncate(0)  # a run killed here before its first checkpoint left lines of its own
+        folder = claim_run_folder(cfg) if dist.is_main() else Path(cfg.out)
     main_rank = dist.is_main()
     try:
-        report = train(cfg, Run(folder) if main_rank else None, resume_from)
+        report = train(cfg, folder if main_rank else None, resume_from)
     finally:
         dist.teardown()
     if not main_rank:
         return report
-    (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     run = Run(folder)
     plot_curves(run.records("train"), run.records("eval", "val"), folder / "curves.png")
     plot_confusion(report["test_confusion"], LABELS, folder / "confusion.png")
+    # From this process's start (imports included) to here; a resumed run counts its last process only
+    report.update(wall_seconds=time.perf_counter() - PROCESS_START, resumed=resume_from is not None)
+    atomic_write_text(folder / "report.json", json.dumps(report, indent=2) + "\n")
     print("\n" + summary(cfg, report))
     return report
 
 
+def cli() -> None:
+    """The `minibert-train` command: errors a user can fix are one line (`error: ...`), exit 2."""
+    sys.exit(run_cli(main, also=(lora.AdapterError, quant.QuantError)))
+
+
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as err:  # bad paths, data or checkpoints: one line, no traceback
-        sys.exit(f"error: {err}")
+    cli()

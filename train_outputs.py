@@ -6,8 +6,7 @@ from pathlib import Path
 
 import lora
 import quant
-from minibert.checkpoint import hf_module_name
-from train_config import RunConfig
+from train_config import HEAD, RunConfig
 
 
 def export(model, tokenizer, run_folder: Path, cfg: RunConfig) -> None:
@@ -15,7 +14,7 @@ def export(model, tokenizer, run_folder: Path, cfg: RunConfig) -> None:
     load it). LoRA runs first write adapter/ in peft's format, under the checkpoint's module names, then model/
     from a merged copy (the trained model itself keeps its adapter)."""
     if cfg.method in ("lora", "qlora"):
-        lora.save_adapter(model, run_folder / "adapter", module_name_map=lambda p: hf_module_name(p, model.config),
+        lora.save_adapter(model, run_folder / "adapter", modules_to_save=HEAD,
                           base_model_name_or_path=cfg.model, task_type="SEQ_CLS")
         if not cfg.merge:
             return
@@ -24,7 +23,7 @@ def export(model, tokenizer, run_folder: Path, cfg: RunConfig) -> None:
             model = quant.dequantize_model(model)
         model = lora.merge_and_unload(model)
     model.save_pretrained(run_folder / "model")
-    tokenizer.save_pretrained(run_folder / "model", model_max_length=model.config.max_position_embeddings)
+    tokenizer.save_pretrained(run_folder / "model", model_max_length=cfg.max_len)  # the length it was trained at
 
 
 def summary(cfg: RunConfig, report: dict) -> str:

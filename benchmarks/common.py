@@ -28,7 +28,7 @@ DISTILBERT = "distilbert-base-uncased"
 
 
 def default_data_dir() -> Path:
-    """$MINIBERT_DATA, else ../shared/data/imdb beside the repository (as tests/conftest.py)."""
+    """$MINIBERT_DATA, else the IMDB folder beside the repository that tests/conftest.py defaults to."""
     return Path(os.environ.get("MINIBERT_DATA", REPO.parent / "shared" / "data" / "imdb"))
 
 

@@ -96,16 +96,16 @@ def training_rows(model_name: str, batch: dict, warmup: int, repeats: int, compi
 def summary_rows(short: str, batch_size: int, flops: tuple[float, float], best: float, ref: float,
                  peaks: list[mfu.Peak], label: str) -> list[Row]:
     """Samples/s, TFLOP/s and MFU of the best candidate (`best` seconds a step) against transformers (`ref`).
-    `flops`: one step in the issue's count and in the blocks-only count (mfu.py); MFU against each of `peaks`."""
+    `flops`: one step in transformers' count and in the blocks-only count (mfu.py); MFU against each of `peaks`."""
     full, blocks = flops
     rows = [Row(f"CUDA throughput {short} ({label}) vs transformers", batch_size / best, batch_size / ref,
                 "samples/s", ">= 1.0"),
-            Row(f"CUDA achieved TFLOP/s {short}, {mfu.ISSUE_COUNT} ({label})", full / best / 1e12,
+            Row(f"CUDA achieved TFLOP/s {short}, {mfu.TRANSFORMERS_COUNT} ({label})", full / best / 1e12,
                 full / ref / 1e12, "TFLOP/s", ">= 1.0"),
             Row(f"CUDA achieved TFLOP/s {short}, {mfu.BLOCKS_COUNT} ({label})", blocks / best / 1e12,
                 blocks / ref / 1e12, "TFLOP/s", "")]
     for peak in peaks:
-        rows.append(Row(f"CUDA MFU {short}, {mfu.ISSUE_COUNT}, vs {peak.label} ({label})",
+        rows.append(Row(f"CUDA MFU {short}, {mfu.TRANSFORMERS_COUNT}, vs {peak.label} ({label})",
                         mfu.utilisation(full, best, peak.tflops), mfu.utilisation(full, ref, peak.tflops), "%",
                         peak.goal))
     if peaks:  # the goal's peak, with the FLOPs a step performs
@@ -116,9 +116,9 @@ def summary_rows(short: str, batch_size: int, flops: tuple[float, float], best: 
 
 
 # In the name of every candidate that records its whole training step as one CUDA graph. Two such graphs alive in
-# one process crashed it (segfault in CUDAGraph.replay, torch 2.11 on the H200, calls G and J of docs/benchmarks.md;
-# each alone, or beside inductor's own CUDA graphs, ran): a process times at most one, the others run alone with
-# bench.py --mfu-only NAME.
+# one process crashed it (segfault in CUDAGraph.replay, torch 2.11 on one H200, 2026-11-26,
+# docs/results/crash_h200_two_whole_step_graphs.txt; each alone, or beside inductor's own CUDA graphs, ran): a
+# process times at most one, the others run alone with bench.py --mfu-only NAME.
 WHOLE_STEP = "whole-step graph"
 
 
@@ -158,7 +158,8 @@ def candidates(ours, batch: dict, steps_per_call: int, compile: bool, autotune: 
         # inductor's own CUDA graphs (forward and backward; gradients are graph outputs, nothing to copy back)
         "minibert fast + compile reduce-overhead + bf16 residual":
             stepper(compiled(bf16_residual=True, mode="reduce-overhead")),
-        # the best row measured (calls H and I: 13.16-13.28 ms); recorded last: a failed recording costs no other row
+        # the best row measured (one H200, 2026-11-26: 13.16-13.28 ms); recorded last: a failed recording costs no
+        # other row
         f"minibert fast + compile + bf16 residual + {WHOLE_STEP} + clip in AdamW":
             whole_step(compiled(bf16_residual=True), clip_in_optimizer=True),
     }
@@ -176,14 +177,14 @@ def candidates(ours, batch: dict, steps_per_call: int, compile: bool, autotune: 
         f"minibert fast + compile + bf16 residual + {WHOLE_STEP} + compiled clip and AdamW":
             whole_step(compiled(bf16_residual=True), compile_update=True),
         # inductor times a few block sizes for each of its kernels at compile time: its fused elementwise and norm
-        # kernels took 3.2 ms a step in call I, the GELU forward moving ~2.7 TB/s of the H200's 4.8
+        # kernels took 3.2 ms a step (H200 profile, 2026-11-26), the GELU forward moving ~2.7 TB/s of the H200's 4.8
         f"minibert fast + compile (coordinate descent tuning) + bf16 residual + {WHOLE_STEP} + clip in AdamW":
             whole_step(compiled(bf16_residual=True, options=tuned), clip_in_optimizer=True),
         f"minibert fast + compile (coordinate descent tuning) + bf16 residual + {WHOLE_STEP} + compiled clip and "
         "AdamW": whole_step(compiled(bf16_residual=True, options=tuned), compile_update=True),
         # Three Q/K/V matmuls instead of one: q, k, v are then views of their own (B, T, D) buffers, and SDPA's
         # backward returns dq, dk, dv in that layout, so the (B, T, 3D) stacking copy of the fused path's
-        # backward (~0.33 ms a step in call E's profile) goes, for three narrower matmuls (call H: 13.64 ms)
+        # backward (~0.33 ms a step in an H200 profile) goes, for three narrower matmuls (13.64 vs 13.18 ms there)
         f"minibert + compile + bf16 residual (Q/K/V unfused) + {WHOLE_STEP} + clip in AdamW" + rng_name:
             whole_step(compiled(bf16_residual=True, fused_qkv=False, **rng), clip_in_optimizer=True),
     }

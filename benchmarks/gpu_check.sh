@@ -11,7 +11,7 @@
 #   rest       the other CUDA rows: MiniLM step, inference, LoRA / QLoRA (these with bitsandbytes)
 # Each part has its own time limit and writes into OUT as it goes; a failing part does not stop the next.
 #
-#   bash benchmarks/gpu_check.sh [IMDB folder] [OUT folder]      # defaults: ../shared/data/imdb, $OUT or runs/gpu_check
+#   bash benchmarks/gpu_check.sh [IMDB folder] [OUT folder]      # defaults: $MINIBERT_DATA, $OUT or runs/gpu_check
 #   PARTS=mfu,job bash benchmarks/gpu_check.sh ...               # only these parts
 #
 # The IMDB job's run folders (checkpoints: ~270 MB each) go to $RUNS (default runs/gpu_check_imdb_job), outside
@@ -19,7 +19,7 @@
 # are missing (bitsandbytes, the IMDB folder) say so and are left out. Each part logs its exit status (124: its
 # time limit ended it).
 set -u
-DATA=${1:-../shared/data/imdb}
+DATA=${1:-${MINIBERT_DATA:?give the IMDB folder or set MINIBERT_DATA}}
 OUT=${2:-${OUT:-runs/gpu_check}}
 RUNS=${RUNS:-runs/gpu_check_imdb_job}
 PARTS=${PARTS:-tests,mfu,mfu-alone,job,rest}

@@ -1,15 +1,16 @@
 """The whole IMDB job, minibert's train.py against a plain transformers loop, in one run (section 6, on a GPU).
 
-    python -m benchmarks.imdb_job --data ../shared/data/imdb --out runs/imdb_job            # CUDA recipe
-    python -m benchmarks.imdb_job --data ... --device cpu --max-samples 64 --eval-samples 32  # a smoke run
+    python -m benchmarks.imdb_job --data IMDB_FOLDER --out runs/imdb_job                    # CUDA recipe
+    python -m benchmarks.imdb_job --data ... --device cpu --train-samples 64 --val-samples 16 --eval-samples 32
 
-The reference is the loop FACTS.md measured on an H200 (1,875 samples/s, test 90.86%): transformers'
-BertForSequenceClassification from the same all-MiniLM-L6-v2 files, batch 32, max length 256, 2 epochs, random
-batches padded to their longest review, AdamW (fused on CUDA) at lr 5e-5 with 10% linear warmup, gradient
-clipping at 1.0, bf16 autocast with fp32 master weights (loaded with dtype=float32: transformers 5 keeps a
-checkpoint's stored dtype, and a float16 copy of the weights would not train). It trains on the reviews train.py
-trains on (minibert.data.prepare_imdb: 20,000 of the 25,000; the other 5,000 are train.py's validation set) and
-reads the loss only every 50 steps, so it does not wait for the GPU after each step: its best case, no handicap.
+The reference is a plain PyTorch loop over transformers, the recipe of a reference run on one H200 (1,875 samples/s,
+test 90.86%): transformers' BertForSequenceClassification from the same all-MiniLM-L6-v2 files, batch 32, max length
+256, 2 epochs, random batches padded to their longest review, AdamW (fused on CUDA) at lr 5e-5 with 10% linear
+warmup, gradient clipping at 1.0, bf16 autocast with fp32 master weights (loaded with dtype=float32: transformers 5
+keeps a checkpoint's stored dtype, and a float16 copy of the weights would not train). It trains on the reviews
+train.py trains on (minibert.data.prepare_imdb with train.py's seed 0 and truncation: with the CUDA defaults, 24,000
+of the 25,000; the other 1,000 are train.py's validation set) and reads the loss only every 50 steps, so it does not
+wait for the GPU after each step: its best case, no handicap.
 
 minibert runs as a user runs it, `python train.py ...` in a subprocess, once per variant (`eager`: the defaults;
 `eager8`: --pad-multiple 8; `graphs`: --cuda-graphs; `graphs32`: --cuda-graphs --pad-multiple 32; `graphs-cls`:
@@ -51,26 +52,31 @@ def parse_args(argv):
     parser.add_argument("--order", default="graphs,reference,eager",
                         help=f"what to run, in this order: reference and/or minibert variants ({', '.join(VARIANTS)})")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    parser.add_argument("--max-samples", default="all", help="train + val reviews (train.py's flag)")
+    parser.add_argument("--train-samples", default="all", help="training reviews (train.py's flag)")
+    parser.add_argument("--val-samples", default="1000", help="validation reviews (train.py's flag and CUDA default)")
     parser.add_argument("--eval-samples", default="all", help="test reviews (train.py's flag)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--max-len", type=int, default=256)
+    parser.add_argument("--truncation", default="head+tail", choices=["head", "tail", "head+tail"],
+                        help="the part of a longer review kept (train.py's flag and default)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds allowed to each train.py run")
     parser.add_argument("--no-warmup", action="store_true", help="CUDA: skip the untimed warm-up run")
     return parser.parse_args(argv)
 
 
-def train_command(args, out, *flags, max_samples=None, eval_samples=None, epochs=None) -> list[str]:
+def train_command(args, out, *flags, train_samples=None, val_samples=None, eval_samples=None,
+                  epochs=None) -> list[str]:
     """`python train.py ...` with this job's data, device and sizes (batch 32), unless told otherwise."""
     return [sys.executable, str(REPO / "train.py"), "--data", str(args.data), "--device", args.device,
-            "--out", str(out), "--max-samples", str(max_samples or args.max_samples),
+            "--out", str(out), "--train-samples", str(train_samples or args.train_samples),
+            "--val-samples", str(val_samples or args.val_samples),
             "--eval-samples", str(eval_samples or args.eval_samples), "--epochs", str(epochs or args.epochs),
-            "--max-len", str(args.max_len), "--batch-size", "32", *flags]
+            "--max-len", str(args.max_len), "--truncation", args.truncation, "--batch-size", "32", *flags]
 
 
 def warmup_run(args) -> None:
-    """An untimed train.py run on 64 reviews before the timed runs, on CUDA. In call G (docs/benchmarks.md) the
-    first train.py run of the call recorded its CUDA graph in 2.2 s and a later one in 0.5 s, and its test
+    """An untimed train.py run on 64 reviews before the timed runs, on CUDA. In one H200 run (2026-11-26, docs/gpu.md)
+    the first train.py run after start-up recorded its CUDA graph in 2.2 s and a later one in 0.5 s, and its test
     evaluation took 8.5 s against 5.2. Why is not known for sure (a guess: kernels for MiniLM's shapes that the GPU
     driver compiles on first use and keeps on disk); whatever it is, this run pays it before the clock starts, so
     every timed run starts alike, whatever --order says. A warm-up that fails or hangs costs only itself."""
@@ -78,7 +84,8 @@ def warmup_run(args) -> None:
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
-        cmd = train_command(args, folder, "--cuda-graphs", max_samples=64, eval_samples=32, epochs=1)
+        cmd = train_command(args, folder, "--cuda-graphs", train_samples=64, val_samples=16, eval_samples=32,
+                            epochs=1)
         try:
             done = subprocess.run(cmd, cwd=REPO, timeout=min(args.timeout, 120), capture_output=True, text=True)
             outcome = "done" if done.returncode == 0 else f"FAILED ({done.returncode}): {done.stderr[-500:]}"
@@ -97,8 +104,10 @@ def reference_run(args) -> dict:
 
     folder = minibert.paths.resolve_model_dir(minibert.paths.OFFLINE_MINILM)
     tokenizer = minibert.load_tokenizer(folder)
-    data = prepare_imdb(args.data, tokenizer, max_len=args.max_len, max_samples=args.max_samples,
-                        eval_samples=args.eval_samples)  # train.py's split, from its token cache
+    tokenizer.truncation = args.truncation  # as train.py cuts the reviews
+    data = prepare_imdb(args.data, tokenizer, max_len=args.max_len, train_samples=args.train_samples,
+                        val_samples=args.val_samples, eval_samples=args.eval_samples,
+                        seed=0)  # train.py's split (its default --seed), from its token cache
     torch.manual_seed(0)
     model = transformers.AutoModelForSequenceClassification.from_pretrained(
         folder, num_labels=2, attn_implementation="sdpa", dtype=torch.float32).to(args.device).train()

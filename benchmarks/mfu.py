@@ -1,27 +1,28 @@
 """Model FLOP utilisation (MFU): the share of a GPU's matrix throughput that a training step turns into model FLOPs.
 
-MFU = model FLOPs of one step / step time / a peak. Both the FLOPs and the peak are conventions, and the issue sets
-its goal (>= 45% for distilbert-base at 32 x 512 on an H200) in its own, so the goal rows use those.
+MFU = model FLOPs of one step / step time / a peak. Both the FLOPs and the peak are conventions. The goal (>= 45%
+for distilbert-base at 32 x 512 on an H200) is set in transformers' FLOP count against 790 TFLOP/s, so the goal rows
+use those.
 
 FLOPs of one training step (forward + backward = 3 x forward; a multiply-add = 2 FLOPs):
     6 * N * B * T                  N = every parameter outside the embedding tables (nn.Embedding): the number
                                    transformers' `num_parameters(exclude_embeddings=True)` gives, and the one its
                                    Trainer's `floating_point_ops` multiplies by 6 x tokens; the blocks and the head
   + 12 * n_layers * B * T^2 * D    attention: Q K^T and weights @ V, 2 * T^2 * D each per layer forward, x 3
-The issue's reference step (19.6 ms) is 240 TFLOP/s in this count (239.9; 4.70 TFLOP a step), 237 with the head left
-out (tests/test_mfu.py): FACTS.md's "6 x non-embedding params x tokens + attention" is, most likely, this one. It is
+The reference step (transformers, 19.6 ms on one H200, stated as 240 TFLOP/s "counting 6 x non-embedding params x
+tokens + attention") is 240 TFLOP/s in this count (239.9; 4.70 TFLOP a step), 237 with the head left out
+(tests/test_mfu.py): that statement is, most likely, this count. It is
 generous: the head reads one token a row ([CLS]) but is counted for all T. The FLOPs a step really performs are the
 blocks' (`blocks_only=True`: 4.64 TFLOP, 1.24% fewer; the head's one token a row is left out as negligible), and
 the rows show both.
 
 Peaks (bf16, dense tensor cores):
-- the issue's "~790 TFLOP/s" for the H200, what one large bf16 matmul reaches there: the goal's denominator on an
-  H200;
+- "~790 TFLOP/s" for the H200, what one large bf16 matmul reaches there: the goal's denominator on an H200;
 - the one measured in the same run (`matmul_tflops`): the goal's denominator on any other GPU;
 - the data sheet's, which no real matmul reaches (989 TFLOP/s for the H100 SXM and the H200).
 
 `python -m benchmarks.mfu RESULTS.json ...` recounts the distilbert-base 32 x 512 step rows of recorded bench.py
-results in both counts, against the issue's peak and against the peak measured in each run.
+results in both counts, against the goal's peak and against the peak measured in each run.
 """
 
 import json
@@ -40,10 +41,11 @@ from . import common
 # device name: first match wins, so a longer name comes before its prefix.
 SPEC_PEAK_BF16 = (("H100 PCIe", 756.0), ("GH200", 989.4), ("H100", 989.4), ("H200", 989.4), ("H800", 989.4),
                   ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("A10", 125.0))
-# The issue's own figure, for the H200 it was measured on; the GH200 and the lower-power H200 NVL are other machines.
+# The goal's own figure, for the H200 the reference was measured on; the GH200 and the lower-power H200 NVL are
+# other machines.
 ISSUE_PEAK_BF16 = (("GH200", None), ("H200 NVL", None), ("H200", 790.0))
 GOAL = ">= 45%"
-ISSUE_COUNT, BLOCKS_COUNT = "the issue's FLOP count", "the blocks' FLOPs only"  # named in every row that uses one
+TRANSFORMERS_COUNT, BLOCKS_COUNT = "transformers' FLOP count", "the blocks' FLOPs only"  # named in every row that uses one
 
 
 @dataclass(frozen=True)
@@ -59,15 +61,15 @@ def spec_peak(device_name: str) -> float | None:
     return next((peak for key, peak in SPEC_PEAK_BF16 if key in device_name), None)
 
 
-def issue_peak(device_name: str) -> float | None:
+def goal_peak(device_name: str) -> float | None:
     return next((peak for key, peak in ISSUE_PEAK_BF16 if key in device_name), None)
 
 
 def peaks(device_name: str, measured: float) -> list[Peak]:
-    """The goal's peak first: the issue's on an H200, the measured one elsewhere; then the others."""
-    issue, spec = issue_peak(device_name), spec_peak(device_name)
-    found = [Peak(f"the issue's {issue:.0f} TFLOP/s peak", issue, GOAL)] if issue else []
-    found.append(Peak(f"measured matmul peak {measured:.0f} TFLOP/s", measured, "" if issue else GOAL))
+    """The goal's peak first: 790 TFLOP/s on an H200, the measured one elsewhere; then the others."""
+    goal, spec = goal_peak(device_name), spec_peak(device_name)
+    found = [Peak(f"the goal's {goal:.0f} TFLOP/s peak", goal, GOAL)] if goal else []
+    found.append(Peak(f"measured matmul peak {measured:.0f} TFLOP/s", measured, "" if goal else GOAL))
     if spec:
         found.append(Peak(f"{spec:.0f} TFLOP/s spec peak", spec))
     return found
@@ -76,7 +78,7 @@ def peaks(device_name: str, measured: float) -> list[Peak]:
 def matmul_tflops(n: int = 8192, repeats: int = 10, trials: int = 5) -> float:
     """What one large bf16 matmul reaches on this GPU: a realistic ceiling for MFU. The best of `trials` timings of
     `repeats` matmuls each: a ceiling is the best the chip does (one timing read 780 to 808 TFLOP/s on the same
-    H200 in calls G to J, and the MFU row moved with it)."""
+    H200 on 2026-11-26, and the MFU row moved with it)."""
     a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
     for _ in range(3):
@@ -130,11 +132,11 @@ def recorded_runs(path: Path) -> list[tuple[str, list[dict]]]:
 
 def recount(paths: list[Path]) -> list[str]:
     """One line per distilbert-base 32 x 512 step row: ms, TFLOP/s and MFU in both counts; then transformers'
-    step beside it (the same row's reference) in the issue's count."""
+    step beside it (the same row's reference) in transformers' count."""
     with torch.device("meta"):  # the count needs the parameters' shapes, not their values
         model = common.build_ours(common.DISTILBERT, "meta", pretrained=False)
     full, blocks = step_flops(model, 32, 512), step_flops(model, 32, 512, blocks_only=True)
-    issue = issue_peak("H200")
+    goal = goal_peak("H200")
     found, skipped = [], []  # found: (run, candidate, row, the run's measured peak)
     for path in paths:
         before = len(found)
@@ -146,17 +148,17 @@ def recount(paths: list[Path]) -> list[str]:
             skipped.append(path.name)
     runs = max((len(label) for label, *_ in found), default=0)  # column widths
     names = max((len(name) for _, name, *_ in found), default=0)
-    lines = [f"one step: {full / 1e12:.4f} TFLOP (the issue's count), {blocks / 1e12:.4f} TFLOP (blocks only); "
-             f"MFU of the issue's {issue:.0f} TFLOP/s (MFU/790) and of the matmul peak timed in that run (MFU/run)",
+    lines = [f"one step: {full / 1e12:.4f} TFLOP (transformers' count), {blocks / 1e12:.4f} TFLOP (blocks only); "
+             f"MFU of the goal's {goal:.0f} TFLOP/s (MFU/790) and of the matmul peak timed in that run (MFU/run)",
              f"{'run':<{runs}} {'candidate':<{names}} {'ms':>6} {'TFLOP/s':>7} {'MFU/790':>7} {'MFU/run':>7} "
              f"{'blocks TFLOP/s':>14} {'MFU/790':>7} | {'transformers':>12} {'MFU/790':>7}"]
     for label, name, row, measured in found:
         seconds, reference = row["minibert"] / 1e3, row["reference"] / 1e3
         of_run = f"{utilisation(full, seconds, measured):6.2f}%" if measured else "-"
         lines.append(f"{label:<{runs}} {name:<{names}} {row['minibert']:6.2f} {full / seconds / 1e12:7.1f} "
-                     f"{utilisation(full, seconds, issue):6.2f}% {of_run:>7} {blocks / seconds / 1e12:14.1f} "
-                     f"{utilisation(blocks, seconds, issue):6.2f}% | "
-                     f"{row['reference']:9.2f} ms {utilisation(full, reference, issue):6.2f}%")
+                     f"{utilisation(full, seconds, goal):6.2f}% {of_run:>7} {blocks / seconds / 1e12:14.1f} "
+                     f"{utilisation(blocks, seconds, goal):6.2f}% | "
+                     f"{row['reference']:9.2f} ms {utilisation(full, reference, goal):6.2f}%")
     if skipped:
         lines.append(f"(no distilbert-base 32x512 step rows in: {', '.join(skipped)})")
     return lines

@@ -2,7 +2,7 @@
 
 - minibert: `Tokenizer.encode_batch`, one call for the whole list; Rust splits it over threads.
 - transformers: its fast tokenizer (the same Rust library underneath), one batched call: the best HF path.
-- the notebook's path: `datasets.Dataset.map(tokenize)` without `batched=True`, one Python call per review.
+- per example: `datasets.Dataset.map(tokenize)` without `batched=True`, one Python call per review.
   It is slow, so it is timed on a subset and scaled linearly (the row name says so).
 - cached: `minibert.data.tokenize_rows` a second time, which reads token ids from its .npz cache instead of
   tokenizing (in a private temporary cache folder, so no earlier run can help the first one).

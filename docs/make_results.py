@@ -21,8 +21,8 @@ from pathlib import Path
 
 # Settings that must agree for rows to compare (beyond the columns, which are meant to differ).
 # The learning rate is a column instead: train.py's default depends on the method (1e-4 full, 1e-3 otherwise).
-DATA_SETTINGS = ("data", "max_samples", "val_fraction", "eval_samples", "seed", "max_len", "epochs", "batch_size",
-                 "grad_accum", "warmup", "n_train", "n_val", "n_test")
+DATA_SETTINGS = ("data", "train_samples", "val_samples", "eval_samples", "seed", "max_len", "truncation", "epochs",
+                 "batch_size", "grad_accum", "warmup", "n_train", "n_val", "n_test")
 COLUMNS = ("run", "model (init)", "method", "lr", "pooling", "[CLS]/[SEP]", "val acc.", "test acc.",
            "trainable params", "weight memory", "peak memory", "train time", "machine")
 

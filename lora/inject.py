@@ -14,8 +14,8 @@ What is unusual here:
   adapter (peft issues #577, #876: a reloaded model with a random head). BERT's `pooler` is NOT included: it is
   pretrained, peft's SEQ_CLS task leaves it frozen too (so adapters stay interchangeable), and freezing it costs
   little; pass `trainable=("classifier", "pooler")` to train it. A causal LM has no such head: only A and B train.
-- The trained head names are recorded on the model as `model.lora_modules_to_save` (a tuple of paths);
-  `save_adapter` saves exactly those modules, as peft's `modules_to_save` does.
+- Nothing is recorded on the model: the caller names the same head again to `save_adapter(...,
+  modules_to_save=...)`, so what is saved is written where it is decided.
 - `merge` / `unmerge` are explicit calls; `merge_and_unload` swaps every LoRA layer for its merged base
   nn.Linear, to export a plain model. Model-level merge checks every layer first, so it merges all or nothing.
 
@@ -104,8 +104,6 @@ def inject(model: nn.Module, targets=None, r: int = 8, alpha: float = 16, dropou
             layer.lora_B.requires_grad_(True)
     for head in head_paths:
         model.get_submodule(head).requires_grad_(True)
-    earlier = tuple(getattr(model, "lora_modules_to_save", ()))
-    model.lora_modules_to_save = tuple(dict.fromkeys(earlier + tuple(head_paths)))
     return model
 
 

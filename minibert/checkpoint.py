@@ -1,17 +1,12 @@
 """Checkpoint I/O: Hugging Face folders (config.json + model.safetensors) <-> minibert modules, by an explicit map.
 
-Our module tree names every layer once, the DistilBERT way; each family's checkpoint spells them its own way:
-
-| minibert (Classifier)               | DistilBERT checkpoint                           | BERT checkpoint                               |
-|-------------------------------------|-------------------------------------------------|-----------------------------------------------|
-| encoder.embeddings.word_embeddings  | distilbert.embeddings.word_embeddings           | bert.embeddings.word_embeddings               |
-| encoder.layers.{i}.attention.q_lin  | distilbert.transformer.layer.{i}.attention.q_lin | bert.encoder.layer.{i}.attention.self.query  |
-| encoder.layers.{i}.sa_layer_norm    | ...transformer.layer.{i}.sa_layer_norm          | ...encoder.layer.{i}.attention.output.LayerNorm |
-| pre_classifier                      | pre_classifier                                  | bert.pooler.dense                             |
-
-A checkpoint of the bare encoder (`DistilBertModel`, `BertModel`, all-MiniLM-L6-v2) has the same keys without the
-`distilbert.` / `bert.` prefix. Loading checks every key: missing, unexpected and mis-shaped tensors are all named
-in one error, because a wrong checkpoint should fail here, not as 50% accuracy an hour later.
+Our module names and the checkpoint's differ by family (DistilBERT's `transformer.layer.0.attention.q_lin`,
+BERT's `encoder.layer.0.attention.self.query`); the table that maps them is in hf_names.py. Loading checks every
+key: missing, unexpected and mis-shaped tensors are all named in one error, because a wrong checkpoint should fail
+here, not as 50% accuracy an hour later. Each tensor we copy must also be floating point (an int tensor would be
+cast to float without a word, a NaN would only surface as a NaN loss) and finite; config.json is checked key by key
+in config.py. `check_tokenizer_fits` refuses a tokenizer whose ids would index past the embedding table.
+Pinned by tests/test_checkpoint.py and tests/test_refusals_on_load.py.
 
 We read only safetensors: a `.bin` file is a Python pickle, and unpickling runs arbitrary code.
 """
@@ -24,73 +19,18 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .config import Config, read_config, write_config
+# CheckpointError lives beside read_config, which raises it too; callers import it from here.
+from .config import CheckpointError, Config, read_config, write_config
+# hf_module_name is imported from here by callers that name modules for checkpoints.
+from .hf_names import BASE_PREFIX, HEAD_NAMES, hf_module_name, module_map  # noqa: F401
 from .model import Classifier, Encoder
 from .paths import resolve_model_dir
 
 log = logging.getLogger("minibert")
 
 WEIGHTS = "model.safetensors"
-BASE_PREFIX = {"distilbert": "distilbert.", "bert": "bert."}
-
-# Module paths, ours -> theirs, relative to the encoder. `{i}` is the layer index.
-EMBEDDING_NAMES = {
-    "embeddings.word_embeddings": "embeddings.word_embeddings",
-    "embeddings.position_embeddings": "embeddings.position_embeddings",
-    "embeddings.token_type_embeddings": "embeddings.token_type_embeddings",  # BERT only
-    "embeddings.LayerNorm": "embeddings.LayerNorm",
-}
-LAYER_NAMES = {
-    "distilbert": {
-        "attention.q_lin": "transformer.layer.{i}.attention.q_lin",
-        "attention.k_lin": "transformer.layer.{i}.attention.k_lin",
-        "attention.v_lin": "transformer.layer.{i}.attention.v_lin",
-        "attention.out_lin": "transformer.layer.{i}.attention.out_lin",
-        "sa_layer_norm": "transformer.layer.{i}.sa_layer_norm",
-        "ffn.lin1": "transformer.layer.{i}.ffn.lin1",
-        "ffn.lin2": "transformer.layer.{i}.ffn.lin2",
-        "output_layer_norm": "transformer.layer.{i}.output_layer_norm",
-    },
-    "bert": {
-        "attention.q_lin": "encoder.layer.{i}.attention.self.query",
-        "attention.k_lin": "encoder.layer.{i}.attention.self.key",
-        "attention.v_lin": "encoder.layer.{i}.attention.self.value",
-        "attention.out_lin": "encoder.layer.{i}.attention.output.dense",
-        "sa_layer_norm": "encoder.layer.{i}.attention.output.LayerNorm",
-        "ffn.lin1": "encoder.layer.{i}.intermediate.dense",
-        "ffn.lin2": "encoder.layer.{i}.output.dense",
-        "output_layer_norm": "encoder.layer.{i}.output.LayerNorm",
-    },
-}
-# Relative to the classifier: BERT's pretrained pooler sits inside the base model, hence the prefix.
-HEAD_NAMES = {
-    "distilbert": {"pre_classifier": "pre_classifier", "classifier": "classifier"},
-    "bert": {"pre_classifier": "bert.pooler.dense", "classifier": "classifier"},
-}
 # Pretraining leftovers a fine-tuning checkpoint may carry; not part of a classifier, skipped on purpose.
 IGNORED = ("embeddings.position_ids", "vocab_transform.", "vocab_layer_norm.", "vocab_projector.", "cls.")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not fit the model: the message names every offending tensor."""
-
-
-def module_map(config: Config) -> dict[str, str]:
-    """Every module of a `Classifier`: our path -> its path in the family's *ForSequenceClassification."""
-    prefix = BASE_PREFIX[config.family]
-    names = {f"encoder.{ours}": prefix + theirs for ours, theirs in EMBEDDING_NAMES.items()}
-    if config.type_vocab_size == 0:
-        del names["encoder.embeddings.token_type_embeddings"]
-    for i in range(config.n_layers):
-        for ours, theirs in LAYER_NAMES[config.family].items():
-            names[f"encoder.layers.{i}.{ours}"] = prefix + theirs.format(i=i)
-    names.update(HEAD_NAMES[config.family])
-    return names
-
-
-def hf_module_name(ours: str, config: Config) -> str:
-    """Our module path -> the checkpoint's (e.g. for peft adapter keys). Raises KeyError for unknown paths."""
-    return module_map(config)[ours]
 
 
 def parameter_map(model: nn.Module, config: Config, prefix: str = "") -> dict[str, str]:
@@ -142,11 +82,27 @@ def modern_name(key: str) -> str:
     return key
 
 
-def load_into(model: nn.Module, tensors: dict[str, torch.Tensor], config: Config, prefix: str = "") -> list[str]:
+def _not_floating(tensors: dict[str, torch.Tensor], keys) -> list[str]:
+    return [f"{k} ({tensors[k].dtype})" for k in keys if not tensors[k].is_floating_point()]
+
+
+def _not_finite(tensors: dict[str, torch.Tensor], keys) -> list[str]:
+    counts = {k: int((~torch.isfinite(tensors[k])).sum()) for k in keys if tensors[k].is_floating_point()}
+    return [f"{k} ({n} NaN or inf)" for k, n in counts.items() if n]
+
+
+def _mis_shaped(tensors: dict[str, torch.Tensor], state: dict, wanted: dict[str, str]) -> list[str]:
+    return [f"{theirs}: checkpoint {tuple(tensors[theirs].shape)} vs model {tuple(state[ours].shape)}"
+            for ours, theirs in wanted.items() if theirs in tensors and tensors[theirs].shape != state[ours].shape]
+
+
+def load_into(model: nn.Module, tensors: dict[str, torch.Tensor], config: Config, prefix: str = "",
+              source: str = "checkpoint") -> list[str]:
     """Copy checkpoint `tensors` into `model`; returns our keys that were absent and left freshly initialised.
 
     The head may be absent (a bare encoder checkpoint): it keeps its random init, as transformers does.
-    Anything else absent, left over, or of the wrong shape is an error.
+    Anything else absent, left over, of the wrong shape, not floating point or not finite is an error that
+    names `source` (the file) and every such key.
     """
     base = BASE_PREFIX[config.family]
     tensors = {modern_name(k): v for k, v in tensors.items()}
@@ -154,22 +110,21 @@ def load_into(model: nn.Module, tensors: dict[str, torch.Tensor], config: Config
         tensors = {base + k: v for k, v in tensors.items()}
     wanted = parameter_map(model, config, prefix)
     head = tuple(HEAD_NAMES[config.family].values())
-    missing, new_head, mismatched = [], [], []
-    state = model.state_dict()
+    missing, new_head = [], []
     for ours, theirs in wanted.items():
         if theirs not in tensors:
             (new_head if theirs.startswith(head) else missing).append(f"{theirs} (ours: {ours})")
-        elif tensors[theirs].shape != state[ours].shape:
-            mismatched.append(f"{theirs}: checkpoint {tuple(tensors[theirs].shape)} "
-                              f"vs model {tuple(state[ours].shape)}")
     used = set(wanted.values())
     leftover = [k for k in tensors if k not in used and not k.removeprefix(base).startswith(IGNORED)]
     if prefix:  # loading an encoder alone: a classifier checkpoint's head is expected, not unexpected
         leftover = [k for k in leftover if not k.startswith(head)]
-    problems = [f"missing: {missing}"] * bool(missing) + [f"unexpected: {leftover}"] * bool(leftover)
-    problems += [f"shape mismatch: {mismatched}"] * bool(mismatched)
+    present = [k for k in wanted.values() if k in tensors]
+    state = model.state_dict()
+    checks = {"missing": missing, "unexpected": leftover, "shape mismatch": _mis_shaped(tensors, state, wanted),
+              "not floating point": _not_floating(tensors, present), "not finite": _not_finite(tensors, present)}
+    problems = [f"{what}: {keys}" for what, keys in checks.items() if keys]
     if problems:
-        raise CheckpointError("checkpoint does not fit the model -- " + "; ".join(problems))
+        raise CheckpointError(f"{source} does not fit the model -- " + "; ".join(problems))
     with torch.no_grad():
         for ours, theirs in wanted.items():
             if theirs in tensors:
@@ -177,6 +132,15 @@ def load_into(model: nn.Module, tensors: dict[str, torch.Tensor], config: Config
     if new_head:
         log.info("not in the checkpoint, freshly initialised: %s", ", ".join(new_head))
     return new_head
+
+
+def check_tokenizer_fits(tokenizer, config: Config, where: str = "the model") -> None:
+    """Refuse a tokenizer with more ids than the model has embedding rows: its largest ids would index past the
+    table (an IndexError mid-epoch on CPU, a device-side assert on CUDA)."""
+    if tokenizer.vocab_size > config.vocab_size:
+        raise CheckpointError(
+            f"the tokenizer has {tokenizer.vocab_size} ids but {where} has {config.vocab_size} embedding rows "
+            "(config.json key 'vocab_size'); use the tokenizer saved with the model")
 
 
 def _folder_and_config(path, **overrides) -> tuple[Path, Config]:
@@ -187,9 +151,9 @@ def _folder_and_config(path, **overrides) -> tuple[Path, Config]:
 def load_encoder(path, **overrides) -> Encoder:
     """A pretrained encoder: `forward(input_ids, attention_mask)` -> last hidden state (B, T, D)."""
     folder, config = _folder_and_config(path, **overrides)
-    tensors = read_tensors(weights_file(folder))
+    path = weights_file(folder)
     encoder = Encoder(config)
-    load_into(encoder, tensors, config, prefix="encoder.")
+    load_into(encoder, read_tensors(path), config, prefix="encoder.", source=str(path))
     return encoder.eval()
 
 
@@ -206,9 +170,9 @@ def load_classifier(path, num_labels: int | None = None, **overrides) -> Classif
     if num_labels is not None and num_labels != config.num_labels:  # a new head: the saved names do not apply
         overrides = {"labels": (), **overrides, "num_labels": num_labels}
     config = config.with_(**overrides)
-    tensors = read_tensors(weights_file(folder))
+    path = weights_file(folder)
     model = Classifier(config)
-    load_into(model, tensors, config)
+    load_into(model, read_tensors(path), config, source=str(path))
     return model.eval()
 
 

@@ -9,16 +9,31 @@ differ in three places, all captured here:
 | `type_vocab_size`  | 0 (no token-type table)     | 2 (sentence A / sentence B)           |
 | `family`           | head = pre_classifier, ReLU | head = pooler (pretrained), tanh      |
 | `layer_norm_eps`   | always 1e-12 (hard-coded)   | read from config.json (1e-12 in BERT) |
+
+`read_config` checks config.json key by key before building a Config (`check_hf_config`): each key of the kind
+it must hold (JSON's `true` is no layer count, `2.0` no head count), the hidden size divisible by the heads, a
+pad id inside the vocabulary. A file that fails raises CheckpointError naming the file and key; pinned by
+tests/test_refusals_on_load.py.
 """
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+
+from .errors import UserError
 
 FAMILIES = ("distilbert", "bert")
 ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
 POOLINGS = ("cls", "mean")
 ATTENTIONS = ("sdpa", "math")
+
+
+class CheckpointError(UserError):
+    """A model folder that does not fit: config.json or a weight that is wrong; the message names file and key.
+
+    Defined here, beside the reader of config.json, because checkpoint.py (its usual home) imports this module.
+    """
 
 
 @dataclass(frozen=True)
@@ -178,17 +193,133 @@ def to_hf(config: Config, with_head: bool = True) -> dict:
     return hf
 
 
+# config.json keys each family's reader uses, and what kind of value each must hold. JSON's `true` is an int to
+# Python, so a flag where a size belongs would build a 1-layer model: the kinds refuse bools for numbers.
+REQUIRED = {
+    "distilbert": ("vocab_size", "max_position_embeddings", "dim", "n_layers", "n_heads", "hidden_dim", "dropout",
+                   "attention_dropout"),
+    "bert": ("vocab_size", "max_position_embeddings", "hidden_size", "num_hidden_layers", "num_attention_heads",
+             "intermediate_size", "hidden_dropout_prob", "attention_probs_dropout_prob"),
+}
+KEY_KINDS = {
+    "distilbert": {"vocab_size": "size", "max_position_embeddings": "size", "dim": "size", "n_layers": "size",
+                   "n_heads": "size", "hidden_dim": "size", "dropout": "fraction", "attention_dropout": "fraction",
+                   "seq_classif_dropout": "fraction", "activation": "name", "sinusoidal_pos_embds": "flag",
+                   "pad_token_id": "index", "initializer_range": "positive", "num_labels": "size"},
+    "bert": {"vocab_size": "size", "max_position_embeddings": "size", "hidden_size": "size",
+             "num_hidden_layers": "size", "num_attention_heads": "size", "intermediate_size": "size",
+             "hidden_dropout_prob": "fraction", "attention_probs_dropout_prob": "fraction",
+             "classifier_dropout": "fraction", "hidden_act": "name", "layer_norm_eps": "positive",
+             "type_vocab_size": "index", "pad_token_id": "index", "initializer_range": "positive",
+             "position_embedding_type": "name", "num_labels": "size"},
+}
+NULLABLE = {"pad_token_id", "classifier_dropout"}  # transformers writes null for these: "none" / "use the default"
+HEADS_KEYS = {"distilbert": ("dim", "n_heads"), "bert": ("hidden_size", "num_attention_heads")}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+KINDS = {  # kind -> (test, what the value must be)
+    "size": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "index": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "fraction": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "positive": (lambda v: _is_number(v) and v > 0, "a positive number"),
+    "flag": (lambda v: isinstance(v, bool), "true or false"),
+    "name": (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        hf = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err}); restore it from the model's source") from None
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(hf).__name__}, not an object of config keys")
+    return hf
+
+
+def _check_model_type(hf: dict, path: Path) -> str:
+    model_type = hf.get("model_type")
+    if model_type not in FAMILIES:
+        raise CheckpointError(f"{path}: unknown model_type {model_type!r} in config.json; minibert reads "
+                              f"'distilbert' and 'bert'")
+    return model_type
+
+
+def _check_required(hf: dict, path: Path, family: str) -> None:
+    missing = [key for key in REQUIRED[family] if key not in hf]
+    if missing:
+        raise CheckpointError(f"{path}: no key {missing} (a {family} config.json needs it); restore the file")
+
+
+def _check_kinds(hf: dict, path: Path, family: str) -> None:
+    for key, kind in KEY_KINDS[family].items():
+        if key not in hf or (hf[key] is None and key in NULLABLE):
+            continue
+        test, wanted = KINDS[kind]
+        if not test(hf[key]):
+            raise CheckpointError(f"{path}: key {key!r} must be {wanted}, got {hf[key]!r} "
+                                  f"({type(hf[key]).__name__}); fix it in config.json")
+
+
+def _check_heads(hf: dict, path: Path, family: str) -> None:
+    dim, heads = HEADS_KEYS[family]
+    if hf[dim] % hf[heads]:
+        raise CheckpointError(f"{path}: key {dim!r} ({hf[dim]}) must be divisible by {heads!r} ({hf[heads]})")
+
+
+def _check_pad_id(hf: dict, path: Path) -> None:
+    pad = hf.get("pad_token_id")
+    if pad is not None and pad >= hf["vocab_size"]:
+        raise CheckpointError(f"{path}: key 'pad_token_id' ({pad}) must be below vocab_size ({hf['vocab_size']})")
+
+
+def _check_labels(hf: dict, path: Path) -> None:
+    names = hf.get("id2label", {})
+    if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
+        raise CheckpointError(f"{path}: key 'id2label' must map class indices to names, e.g. "
+                              f'{{"0": "negative", "1": "positive"}}, got {names!r}')
+    if any(not k.isdigit() for k in names):
+        raise CheckpointError(f"{path}: key 'id2label' has a key that is not a class index: {sorted(names)}")
+
+
+def _check_ours(hf: dict, path: Path) -> dict:
+    ours = hf.get("minibert", {})
+    if not isinstance(ours, dict):
+        raise CheckpointError(f"{path}: key 'minibert' must be an object like {{\"pooling\": \"cls\"}}, got {ours!r}")
+    return {k: v for k, v in ours.items() if k in ("pooling", "attention")}
+
+
+def check_hf_config(hf: dict, path: Path) -> str:
+    """Refuse a config.json that from_hf cannot read faithfully: one error naming the file and key; returns the
+    family."""
+    family = _check_model_type(hf, path)
+    _check_required(hf, path, family)
+    _check_kinds(hf, path, family)
+    _check_heads(hf, path, family)
+    _check_pad_id(hf, path)
+    _check_labels(hf, path)
+    return family
+
+
 def read_config(folder: str | Path) -> Config:
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"no config.json in {folder}")
+    hf = _read_json(path)
+    check_hf_config(hf, path)
+    ours = _check_ours(hf, path)
     try:
-        hf = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
-    config = from_hf(hf)
-    ours = hf.get("minibert", {})
-    return config.with_(**{k: v for k, v in ours.items() if k in ("pooling", "attention")})
+        return from_hf(hf).with_(**ours)
+    except ValueError as err:  # a combination Config refuses (e.g. an unknown activation)
+        raise CheckpointError(f"{path}: {err}") from None
 
 
 def write_config(config: Config, folder: str | Path, with_head: bool = True) -> None:

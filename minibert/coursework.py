@@ -38,6 +38,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from minibert.errors import UserError, run_cli
+
 HERE = Path(__file__).resolve().parents[1]  # the repository this module was loaded from
 TESTS = "tests/assignments"
 NEEDS_FILE = f"{TESTS}/needs.json"
@@ -53,7 +55,7 @@ WARM = ("torch", "tokenizers", "datasets", "matplotlib.pyplot", "transformers", 
 RANK = {"deselected": 0, "unsolved": 1, "passed": 2, "skipped": 3, "failed": 4, "error": 5}  # worst report wins
 
 
-class CourseworkError(ValueError):  # bad markers, an unknown assignment, a copy into a non-empty folder
+class CourseworkError(UserError):  # bad markers, an unknown assignment, a copy into a non-empty folder
     pass
 
 
@@ -394,7 +396,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (CourseworkError, FileNotFoundError) as err:
-        sys.exit(f"error: {err}")
+    sys.exit(run_cli(main))

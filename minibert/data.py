@@ -8,14 +8,14 @@ What is here, in the order the data flows:
    bucketing (minibert/batching.py) and `labels` (0 = negative, 1 = positive);
 3. tokenization with an on-disk cache under $MINIBERT_CACHE (default ~/.cache/minibert), so a second run pays
    only for reading one .npz file (datasets' Arrow copies of local parquet/csv files go there too);
-4. `prepare_imdb`, the recipe train.py uses: seeded shuffle, take max_samples, split train/val, pick eval_samples
+4. `prepare_imdb`, the recipe train.py uses: seeded shuffle, carve val then train, pick a fixed eval_samples
    test reviews; and `tokenize_full_split` for all 25,000 reviews of a split (the benchmark times it).
 
 What is unusual:
-- We add [CLS] ... [SEP] to every review. The original notebook tokenized with add_special_tokens=False yet
+- We add [CLS] ... [SEP] to every review. The course recipe tokenized with add_special_tokens=False yet
   classified from the hidden state at position 0, which then is just the review's first word. The classification
   head reads position 0, so position 0 must be [CLS]: the token BERT was pretrained to summarise the sequence
-  with. `add_special_tokens=False` stays available to measure what the notebook's choice costs.
+  with. `add_special_tokens=False` stays available to measure what leaving them out costs.
 - Bad data raises one exception type, `DataError`, with a message naming the file, column or value at fault.
 
 Tested in tests/test_data.py (bad-data messages, seeded determinism, cache hits, the aclImdb and offline paths).
@@ -26,6 +26,7 @@ import itertools
 import json
 import os
 import socket
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,16 +37,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from minibert.errors import UserError
 from minibert.tokenizer import Tokenizer
 
 LABELS = {"negative": 0, "positive": 1}
 TEXT_COLUMN, LABEL_COLUMN = "review", "sentiment"
-HUB_DATASET = "scikit-learn/imdb"  # 50,000 reviews in one split, as the original notebook uses
+HUB_DATASET = "scikit-learn/imdb"  # 50,000 reviews in one split, as the course recipe uses
 HUB_TEST_SEED = 0  # fixed, so the held-out hub test part is the same for every run seed
-LOCAL_HINT = "point at local data, e.g. `--data ../shared/data/imdb` (a folder with train/test parquet or csv files)"
+LOCAL_HINT = ("pass --data FOLDER: a folder with train and test .parquet or .csv files (columns review, sentiment), "
+              "or the extracted aclImdb/ folder of the Maas et al. archive")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """The data cannot be used as IMDB reviews; the message says which file, column or value and why."""
 
 
@@ -248,32 +251,73 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
 
 def _cache_file(root: Path, raw: RawSplit, rows: np.ndarray, tokenizer: Tokenizer, max_len: int,
                 specials: bool) -> Path:
-    """Every input that changes the ids is in the key: data files, tokenizer, max_len, specials, which rows."""
+    """Every input that changes the ids is in the key: data files, tokenizer, max_len, the part of a long review
+    kept, specials, which rows."""
     key = {"data": raw.fingerprint, "tokenizer": tokenizer.fingerprint, "max_len": max_len,
-           "add_special_tokens": specials, "rows": hashlib.sha256(rows.astype(np.int64).tobytes()).hexdigest()}
+           "truncation": tokenizer.truncation, "add_special_tokens": specials,
+           "rows": hashlib.sha256(rows.astype(np.int64).tobytes()).hexdigest()}
     return root / "tokens" / f"{raw.name}-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24]}.npz"
 
 
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over each array's name, dtype, shape and bytes: a torn or edited cache file no longer matches."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(json.dumps([name, a.dtype.str, a.shape]).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
-    """Write to a temporary file, then rename: a crash (or a second process) never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    """Write the arrays and their sha256 to a temporary file, then rename: a crash (or a second process) never
+    sees a half-written file, and _load_cached can tell a file damaged later."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, sha256=np.array(_digest(arrays)), **arrays)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as err:  # a full disk or a read-only folder: the user's to fix, so one line, no traceback
+        raise DataError(f"cannot write the token cache in {path.parent} ({err.strerror or err}); free space there "
+                        "or set MINIBERT_CACHE to a folder with room") from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)  # already gone after os.replace; a partial file otherwise
+
+
+def _read_checked(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, offsets) of a cache file; ValueError saying why when it cannot be trusted."""
+    names = ("ids", "offsets", "sha256")
+    try:
+        with np.load(path) as f:  # allow_pickle stays False
+            arrays = {name: f[name] for name in names if name in f.files}
+    except Exception as err:  # a torn zip raises zipfile, OSError, EOFError or ValueError errors, by where it ends
+        raise ValueError(f"unreadable: {type(err).__name__}: {err}") from None
+    missing = [name for name in names if name not in arrays]
+    if missing:
+        raise ValueError(f"no {missing} array")
+    stored = str(arrays.pop("sha256"))
+    if stored != _digest(arrays):
+        raise ValueError("sha256 mismatch")
+    return arrays["ids"], arrays["offsets"]
 
 
 def _load_cached(path: Path, labels: np.ndarray) -> TokenizedSplit | None:
-    try:
-        with np.load(path) as f:  # allow_pickle stays False
-            ids, offsets = f["ids"], f["offsets"]
-    except (OSError, ValueError, KeyError, EOFError):  # missing or corrupt: tokenize again and overwrite
+    """The cached split at `path`, or None when there is none or it fails its check (then it is deleted)."""
+    if not path.is_file():
         return None
-    return TokenizedSplit(ids, offsets, labels, from_cache=True) if len(offsets) == len(labels) + 1 else None
+    try:
+        ids, offsets = _read_checked(path)
+        if len(offsets) != len(labels) + 1:
+            raise ValueError(f"{len(offsets) - 1} reviews, expected {len(labels)}")
+    except ValueError as err:
+        print(f"notice: token cache {path} failed its check ({err}); deleting it and tokenizing again",
+              file=sys.stderr)
+        path.unlink(missing_ok=True)
+        return None
+    return TokenizedSplit(ids, offsets, labels, from_cache=True)
 
 
 def tokenize_rows(raw: RawSplit, rows, tokenizer: Tokenizer, max_len: int, add_special_tokens: bool = True,
@@ -311,8 +355,11 @@ def tokenize_rows(raw: RawSplit, rows, tokenizer: Tokenizer, max_len: int, add_s
 # 4. The recipe
 # ----------------------------------------------------------------------------------------------------------------
 
+TEST_SEED = 0  # the test subset's shuffle, fixed: every run, whatever its seed, is scored on the same reviews
+
+
 def _count(value, name: str) -> int | None:
-    """max_samples / eval_samples: a positive int, or None / 'all' for everything."""
+    """train_samples / val_samples / eval_samples: a positive int, or None / 'all' for everything."""
     if value is None or (isinstance(value, str) and value.lower() == "all"):
         return None
     try:
@@ -324,35 +371,35 @@ def _count(value, name: str) -> int | None:
     return n
 
 
-def prepare_imdb(source: str | Path | None, tokenizer: Tokenizer, max_len: int = 256, max_samples=2000,
-                 val_fraction: float = 0.2, eval_samples=2000, seed: int = 0, add_special_tokens: bool = True,
+def prepare_imdb(source: str | Path | None, tokenizer: Tokenizer, max_len: int = 256, train_samples=2000,
+                 val_samples=500, eval_samples=2000, seed: int = 0, add_special_tokens: bool = True,
                  cache_dir: str | Path | None = None, use_cache: bool = True) -> dict[str, TokenizedSplit]:
     """{"train", "val", "test"} TokenizedSplits, ready for Collator and LengthBucketBatchSampler.
 
-    train + val: a seeded shuffle of the real train split, the first `max_samples` reviews, of which the last
-    `val_fraction` are val. test: the first `eval_samples` reviews of a seeded shuffle of the real test split.
-    `source` is a data folder, or None for the hub (online only).
+    val (the development split) and train are carved from the real train split: a seeded shuffle, whose first
+    `val_samples` reviews are val and the next `train_samples` train ('all': every other review). So a run with more
+    training reviews keeps the same val reviews, and recipes are compared on one yardstick. test: the first
+    `eval_samples` reviews of one fixed shuffle of the real test split, the same for every seed: a seed changes
+    the training, not the exam. `source` is a data folder, or None for the hub (online only).
     """
-    max_samples, eval_samples = _count(max_samples, "max_samples"), _count(eval_samples, "eval_samples")
-    if not 0 <= val_fraction < 1:
-        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    train_samples, eval_samples = _count(train_samples, "train_samples"), _count(eval_samples, "eval_samples")
+    n_val = _count(val_samples, "val_samples")
     root = cache_root(cache_dir)
     raw = load_raw_splits(source, root)
 
     # Two independent seeded streams, so changing eval_samples never changes which reviews are trained on.
-    pool = np.random.default_rng([seed, 0]).permutation(len(raw["train"]))[:max_samples]
-    n_val = round(len(pool) * val_fraction)
-    n_val = max(n_val, 1) if val_fraction > 0 else 0
+    pool = np.random.default_rng([seed, 0]).permutation(len(raw["train"]))
+    n_val = len(pool) if n_val is None else n_val
     if len(pool) - n_val < 1:
-        raise DataError(f"max_samples={len(pool)} with val_fraction={val_fraction} leaves no training reviews")
-    test_rows = np.random.default_rng([seed, 1]).permutation(len(raw["test"]))[:eval_samples]
+        raise DataError(f"val_samples={n_val} leaves none of the {len(pool)} train-split reviews for training")
+    pool = pool[:n_val + train_samples] if train_samples is not None else pool
+    test_rows = np.random.default_rng([TEST_SEED, 1]).permutation(len(raw["test"]))[:eval_samples]
 
     kwargs = dict(tokenizer=tokenizer, max_len=max_len, add_special_tokens=add_special_tokens,
                   cache_dir=root, use_cache=use_cache)
-    pooled = tokenize_rows(raw["train"], pool, **kwargs)  # train and val tokenized in one batch
-    n_train = len(pool) - n_val
-    return {"train": pooled.select(np.arange(n_train)),
-            "val": pooled.select(np.arange(n_train, len(pool))),
+    pooled = tokenize_rows(raw["train"], pool, **kwargs)  # val and train tokenized in one batch
+    return {"train": pooled.select(np.arange(n_val, len(pool))),
+            "val": pooled.select(np.arange(n_val)),
             "test": tokenize_rows(raw["test"], test_rows, **kwargs)}
 
 

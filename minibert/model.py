@@ -31,6 +31,7 @@ from .attention import MultiHeadSelfAttention
 from .block import Block
 from .config import Config
 from .embeddings import Embeddings
+from .hf_names import hf_encoder_module_name, hf_module_name
 from .layer_norm import LayerNorm
 
 HEAD_ACTIVATIONS = {"distilbert": nn.ReLU, "bert": nn.Tanh}
@@ -64,6 +65,10 @@ class Encoder(nn.Module):
             x = self.layers[-1].first_token(x, attention_mask)  # (B, 1, D)
         return x  # last hidden state (B, T, D), or (B, 1, D)
 
+    def hf_module_name(self, path: str) -> str:
+        """Our module path -> the bare checkpoint's (`BertModel`, ...); lora's adapter files use these names."""
+        return hf_encoder_module_name(path, self.config)
+
 
 class Classifier(nn.Module):
     """Encoder + pooling + head -> logits (B, C). Loaded by `minibert.load_classifier`."""
@@ -96,6 +101,10 @@ class Classifier(nn.Module):
         pooled = self.activation(self.pre_classifier(self.pool(hidden, attention_mask)))  # (B, D)
         return self.classifier(self.dropout(pooled))  # logits (B, C)
         # END ASSIGNMENT
+
+    def hf_module_name(self, path: str) -> str:
+        """Our module path -> the checkpoint's (`*ForSequenceClassification`); lora's adapter files use these names."""
+        return hf_module_name(path, self.config)
 
     def save_pretrained(self, folder) -> None:
         """Write config.json + model.safetensors in Hugging Face layout (see checkpoint.py)."""

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_curves(train: list[dict], val: list[dict], out: Path) -> None:
-    """Left: training loss per logged step and validation loss per epoch. Right: validation accuracy.
+    """Left: training loss per logged step and validation loss at each validation. Right: validation accuracy.
 
     `train` and `val` are metrics.jsonl records (see minibert/runfolder.py)."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))

@@ -6,10 +6,13 @@ cuts it back to the length it had at the checkpoint, so lines written after the 
 """
 
 import json
+import os
 import resource
 from pathlib import Path
 
 import torch
+
+from minibert.errors import UserError
 
 
 class Run:
@@ -30,9 +33,33 @@ class Run:
         self.metrics_path.write_text("".join(lines))
 
     def records(self, type_: str, split: str | None = None) -> list[dict]:
-        lines = self.metrics_path.read_text().splitlines() if self.metrics_path.exists() else []
-        out = [json.loads(line) for line in lines if line.strip()]
-        return [r for r in out if r["type"] == type_ and (split is None or r.get("split") == split)]
+        """The lines of one type (and split). A torn last line, from a crash mid-write, is skipped: the resume
+        that follows cuts it off anyway. Any other line that is not JSON is an error naming its number."""
+        text = self.metrics_path.read_text() if self.metrics_path.exists() else ""
+        lines = text.splitlines()
+        out = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number == len(lines) and not text.endswith("\n"):
+                    continue
+                raise UserError(f"{self.metrics_path}, line {number}, is not JSON; fix or delete that line") from None
+        return [r for r in out if r.get("type") == type_ and (split is None or r.get("split") == split)]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` whole or not at all: into a temporary file beside it, then renamed over it. On any
+    failure (a full disk included) the temporary file is removed and `path` is as it was."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {err.strerror or err}; free space or choose another --out") from None
 
 
 def peak_memory_mb(device: str) -> float:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from minibert.errors import UserError
+
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -67,11 +69,16 @@ def save(run_dir: Path, **state) -> Path:
     """Write `state` (tensors, numbers, strings, lists, dicts) to run_dir/checkpoint.pt atomically."""
     path = Path(run_dir) / CHECKPOINT
     tmp = path.with_suffix(".pt.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path} ({err}); the previous checkpoint is kept: free space, then resume "
+                        f"with --resume {run_dir}") from None
     return path
 
 

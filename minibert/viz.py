@@ -30,6 +30,7 @@ from torch import nn
 
 from .attention import MultiHeadSelfAttention, padding_bias
 from .checkpoint import load_encoder
+from .errors import run_cli
 from .model import Classifier, Encoder
 from .paths import OFFLINE_MINILM, resolve_model_dir
 from .predict import model_folder
@@ -156,4 +157,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

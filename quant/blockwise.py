@@ -8,7 +8,7 @@ blocks keep one outlier from crushing the resolution of the whole tensor: it onl
 (QLoRA, Dettmers et al. 2023, section 2 "Block-wise k-bit Quantization").
 
 What is unusual: every rounding detail below mirrors bitsandbytes 0.50.2 (CPU), because tests/test_nf4.py asserts
-our NF4 bytes equal theirs bit for bit (see /work/shared/FACTS.md):
+our NF4 bytes equal theirs bit for bit (several dtypes, shapes, distributions, exact ties and all-zero blocks):
 - the full blocks are scaled by the float32 *reciprocal* `x * (1 / absmax)`, the partial tail block by plain
   division `x / absmax`. The two differ in the last bit for some values, which moves a value lying exactly on a
   midpoint across it;

@@ -1,4 +1,4 @@
-"""Shared fixtures: where the real IMDB data and the offline pretrained weights live.
+"""Shared fixtures: where the real IMDB data and the offline pretrained weights live, and a tiny random model.
 
 The suite is offline and CPU-only by default. IMDB is read from $MINIBERT_DATA (default: ../shared/data/imdb
 next to the repository, as in CI); it is never copied into the project.
@@ -14,6 +14,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+# The coursework plugin (`pytest --assignment ...`, minibert/coursework.py) belongs to these tests, not to every
+# pytest run of an environment where minibert is installed.
+pytest_plugins = ["minibert.coursework"]
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +34,24 @@ def minilm_dir() -> Path:
     from minibert.paths import minilm_dir as find
 
     return find()
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """A tiny DistilBERT (2 layers, dim 32, 128 positions): train.py runs on it in seconds."""
+    import minibert
+
+    return minibert.Config(dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=128)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, tiny_config) -> Path:
+    """A model folder holding only tiny_config's config.json: what `train.py --init random --model DIR` reads."""
+    from minibert.config import write_config
+
+    folder = tmp_path_factory.mktemp("tiny")
+    write_config(tiny_config, folder)
+    return folder
 
 
 @pytest.fixture(scope="session", autouse=True)

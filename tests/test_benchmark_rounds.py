@@ -43,7 +43,7 @@ def test_every_candidate_that_runs_gets_a_row_and_the_others_are_reported(tiny, 
     assert "fast paths vs default path" in names(rows)
     summary = [row for row in rows if "(best minibert)" in row.name]  # the best candidate's
     assert [row.unit for row in summary] == ["samples/s", "TFLOP/s", "TFLOP/s", "%", "%"]
-    goal_row, blocks_row = summary[-2:]  # MFU in the issue's count, then with the encoder blocks alone
+    goal_row, blocks_row = summary[-2:]  # MFU in transformers' count, then with the encoder blocks alone
     assert goal_row.goal == mfu.GOAL and "made-up peak" in goal_row.name
     count = {blocks: mfu.step_flops(tiny_model(), 2, 16, blocks_only=blocks) for blocks in (False, True)}
     assert blocks_row.minibert / goal_row.minibert == pytest.approx(count[True] / count[False])  # the head left out
@@ -63,9 +63,9 @@ def test_the_candidates_that_could_reach_the_goal_are_timed_first_and_recordings
 
 
 def test_a_process_records_at_most_one_whole_step_graph(tiny, capsys):
-    """Two whole-step graphs alive in one process crashed it on the H200 (a segfault in CUDAGraph.replay, calls G
-    and J of docs/benchmarks.md): the default rounds hold one, any other runs alone by name (bench.py --mfu-only),
-    and two asked for at once are refused before anything is built."""
+    """Two whole-step graphs alive in one process crashed it on the H200 (a segfault in CUDAGraph.replay, torch 2.11,
+    2026-11-26, docs/results/crash_h200_two_whole_step_graphs.txt): the default rounds hold one, any other runs
+    alone by name (bench.py --mfu-only), and two asked for at once are refused before anything is built."""
     for compile, recorded in ((False, 0), (True, 1)):  # without compile: the MiniLM part, beside its CUDA graphs
         rounds = cuda.candidates(tiny_model(), tiny, 1, compile=compile, autotune=True)
         assert sum(cuda.WHOLE_STEP in name for round_ in rounds for name in round_) == recorded

@@ -77,9 +77,10 @@ def test_train_keeps_an_all_ones_mask_only_for_cuda_graphs():
 
 def test_train_refuses_cuda_graphs_on_cpu():
     """--cuda-graphs on a CPU run stops before any work, saying why."""
+    from minibert.errors import UserError
     from train_config import parse_args, resolve
 
-    with pytest.raises(SystemExit, match="--cuda-graphs needs --device cuda"):
+    with pytest.raises(UserError, match="--cuda-graphs needs --device cuda"):
         resolve(parse_args(["--device", "cpu", "--cuda-graphs"]))
 
 

@@ -36,6 +36,10 @@ class CountingTokenizer:
     def fingerprint(self):
         return self.inner.fingerprint
 
+    @property
+    def truncation(self):
+        return self.inner.truncation
+
     def encode_batch(self, *args, **kwargs):
         self.calls += 1
         return self.inner.encode_batch(*args, **kwargs)
@@ -71,7 +75,7 @@ def source_rows(tokenizer, split):
 
 
 def prepare(folder, tokenizer, tmp_path, **kwargs):
-    kwargs = {"max_len": 16, "max_samples": 40, "val_fraction": 0.25, "eval_samples": 20, **kwargs}
+    kwargs = {"max_len": 16, "train_samples": 30, "val_samples": 10, "eval_samples": 20, **kwargs}
     return prepare_imdb(folder, tokenizer, cache_dir=tmp_path / "cache", **kwargs)
 
 
@@ -122,13 +126,14 @@ def test_folder_without_split_files(tmp_path, tokenizer):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"max_samples": 0}, "max_samples must be a positive integer or 'all'"),
+    ({"train_samples": 0}, "train_samples must be a positive integer or 'all'"),
     ({"eval_samples": "many"}, "eval_samples must be a positive integer or 'all'"),
-    ({"val_fraction": 1.0}, r"val_fraction must be in \[0, 1\)"),
-    ({"max_samples": 1, "val_fraction": 0.5}, "leaves no training reviews"),
+    ({"val_samples": -1}, "val_samples must be a positive integer"),
+    ({"val_samples": 50}, "val_samples=50 leaves none of the 50 train-split reviews for training"),
+    ({"val_samples": "all"}, "val_samples=50 leaves none of the 50 train-split reviews for training"),
 ])
 def test_bad_arguments(tmp_path, tokenizer, kwargs, message):
-    """Impossible sample counts and fractions are refused with a message naming the argument."""
+    """Impossible sample counts are refused with a message naming the argument."""
     with pytest.raises(DataError, match=message):
         prepare(make_folder(tmp_path), tokenizer, tmp_path, **kwargs)
 
@@ -138,7 +143,7 @@ def test_bad_arguments(tmp_path, tokenizer, kwargs, message):
 # ---------------------------------------------------------------------------------------------------------------
 
 def test_labels_sizes_and_disjoint_splits(tmp_path, tokenizer):
-    """negative -> 0, positive -> 1; 40 samples split 30/10; 20 test rows from the test file; train/val disjoint."""
+    """negative -> 0, positive -> 1; 30 train and 10 val rows; 20 test rows from the test file; train/val disjoint."""
     splits = prepare(make_folder(tmp_path), tokenizer, tmp_path)
     assert {k: len(v) for k, v in splits.items()} == {"train": 30, "val": 10, "test": 20}
     seen = {name: source_rows(tokenizer, split) for name, split in splits.items()}
@@ -151,33 +156,46 @@ def test_labels_sizes_and_disjoint_splits(tmp_path, tokenizer):
 
 
 def test_same_seed_same_rows_other_seed_other_rows(tmp_path, tokenizer):
-    """The rows of each split are a function of the seed: equal for equal seeds, different otherwise."""
+    """The train and val rows are a function of the seed (equal for equal seeds, different otherwise); the test
+    rows are the same for every seed."""
     folder = make_folder(tmp_path)
     def pick(seed):
         return {k: source_rows(tokenizer, v) for k, v in prepare(folder, tokenizer, tmp_path, seed=seed).items()}
 
     first, again, other = pick(0), pick(0), pick(1)
     assert first == again
-    assert all(first[k] != other[k] for k in first)
+    assert first["train"] != other["train"] and first["val"] != other["val"]
+    assert first["test"] == other["test"]
+
+
+def test_more_training_reviews_keep_the_same_val_reviews(tmp_path, tokenizer):
+    """val is carved before train: more training reviews add to train only, the val rows stay the same, in order."""
+    folder = make_folder(tmp_path)
+    small = prepare(folder, tokenizer, tmp_path, train_samples=10)
+    large = prepare(folder, tokenizer, tmp_path, train_samples="all")
+    assert source_rows(tokenizer, small["val"]) == source_rows(tokenizer, large["val"])
+    assert len(small["train"]) == 10 and len(large["train"]) == 40
+    assert source_rows(tokenizer, large["train"])[:10] == source_rows(tokenizer, small["train"])
 
 
 def test_all_samples(tmp_path, tokenizer):
     """'all' / None take every review: 50 train reviews split 40/10, all 30 test reviews."""
-    splits = prepare(make_folder(tmp_path), tokenizer, tmp_path, max_samples="all", eval_samples=None, val_fraction=0.2)
+    splits = prepare(make_folder(tmp_path), tokenizer, tmp_path, train_samples="all", eval_samples=None)
     assert {k: len(v) for k, v in splits.items()} == {"train": 40, "val": 10, "test": 30}
     assert sorted(source_rows(tokenizer, splits["test"])) == list(range(1000, 1030))
 
 
 def test_real_imdb_split(imdb_dir, tokenizer, tmp_path):
     """On real IMDB: sizes, both labels present, [CLS] first and [SEP] last, nothing longer than max_len."""
-    splits = prepare_imdb(imdb_dir, tokenizer, max_len=64, max_samples=200, eval_samples=100, cache_dir=tmp_path)
+    splits = prepare_imdb(imdb_dir, tokenizer, max_len=64, train_samples=160, val_samples=40, eval_samples=100,
+                          cache_dir=tmp_path)
     assert {k: len(v) for k, v in splits.items()} == {"train": 160, "val": 40, "test": 100}
     for split in splits.values():
         assert set(split.labels.tolist()) == {0, 1}
         assert split.lengths.max() == 64 and split.lengths.min() > 2
         assert split[0]["input_ids"][0] == tokenizer.cls_id and split[0]["input_ids"][-1] == tokenizer.sep_id
-    plain = prepare_imdb(imdb_dir, tokenizer, max_len=64, max_samples=200, eval_samples=100, cache_dir=tmp_path,
-                         add_special_tokens=False)
+    plain = prepare_imdb(imdb_dir, tokenizer, max_len=64, train_samples=160, val_samples=40, eval_samples=100,
+                         cache_dir=tmp_path, add_special_tokens=False)
     assert plain["train"][0]["input_ids"][0] != tokenizer.cls_id
 
 
@@ -192,7 +210,7 @@ def test_aclimdb_folder(tmp_path, tokenizer):
             sub = "pos" if i % 2 == 0 else "neg"
             (tmp_path / "aclImdb" / split / sub).mkdir(parents=True, exist_ok=True)
             (tmp_path / "aclImdb" / split / sub / f"{i}_7.txt").write_text(f"row {i}")
-    splits = prepare_imdb(tmp_path, tokenizer, max_len=16, max_samples=10, val_fraction=0.2, eval_samples="all",
+    splits = prepare_imdb(tmp_path, tokenizer, max_len=16, train_samples=8, val_samples=2, eval_samples="all",
                           cache_dir=tmp_path / "cache")
     assert {k: len(v) for k, v in splits.items()} == {"train": 8, "val": 2, "test": 12}
     for split in splits.values():
@@ -203,7 +221,7 @@ def test_offline_without_data_fails_fast_with_hint(monkeypatch, tokenizer, tmp_p
     """No --data and no hub (offline flag, or no connection) fails at once and says how to point at local data."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
-    with pytest.raises(DataError, match=r"unreachable.*--data \.\./shared/data/imdb"):
+    with pytest.raises(DataError, match=r"unreachable.*pass --data FOLDER: a folder with train and test .parquet or .csv files"):
         prepare_imdb(None, tokenizer, cache_dir=tmp_path)
     assert time.perf_counter() - start < 2
 
@@ -214,7 +232,7 @@ def test_offline_without_data_fails_fast_with_hint(monkeypatch, tokenizer, tmp_p
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(data.socket, "create_connection", no_network)
-    with pytest.raises(DataError, match=r"--data \.\./shared/data/imdb"):
+    with pytest.raises(DataError, match=r"pass --data FOLDER"):
         prepare_imdb(None, tokenizer, cache_dir=tmp_path)
 
 
@@ -226,7 +244,8 @@ def test_hub_source_holds_out_a_disjoint_test_part(monkeypatch, tokenizer, tmp_p
                                        "sentiment": [("positive", "negative")[i % 2] for i in range(60)]})
     monkeypatch.setattr(data, "_hub_reachable", lambda: True)
     monkeypatch.setattr(data.datasets, "load_dataset", lambda name, split: fake)
-    splits = prepare_imdb(None, tokenizer, max_len=16, max_samples="all", eval_samples="all", cache_dir=tmp_path)
+    splits = prepare_imdb(None, tokenizer, max_len=16, train_samples="all", val_samples=5, eval_samples="all",
+                          cache_dir=tmp_path)
     train = source_rows(tokenizer, splits["train"]) + source_rows(tokenizer, splits["val"])
     test = source_rows(tokenizer, splits["test"])
     assert len(train) == len(test) == 30 and sorted(train + test) == list(range(60))

@@ -148,7 +148,6 @@ def test_only_lora_and_head_receive_gradients(distilbert, batch):
     expected = {n for n, _ in ours.named_parameters() if "lora_" in n or n.split(".")[0] in HEAD}
     assert with_grad == expected
     assert {n for n, p in ours.named_parameters() if p.requires_grad} == expected
-    assert ours.lora_modules_to_save == tuple(HEAD)
 
 
 def test_names_match_whole_components(distilbert):
@@ -210,7 +209,6 @@ def test_bert_defaults(bert):
     assert {path.rsplit(".", 1)[1] for path, _ in lora.lora_layers(ours)} == {"query", "value"}
     trainable = {n for n, p in ours.named_parameters() if p.requires_grad}
     assert trainable == {n for n, _ in ours.named_parameters() if "lora_" in n or n.startswith("classifier.")}
-    assert ours.lora_modules_to_save == ("classifier",)
 
 
 def tiny_llama() -> nn.Module:
@@ -315,7 +313,6 @@ def test_inject_rejects_bad_input(distilbert, case):
     with pytest.raises(error, match=message):
         lora.inject(model, **kwargs)
     assert not lora.lora_layers(model) and all(p.requires_grad for p in model.parameters())
-    assert not hasattr(model, "lora_modules_to_save")
 
 
 def test_inject_refuses_unknown_family_and_double_injection(distilbert):

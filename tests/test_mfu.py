@@ -1,7 +1,7 @@
-"""What the MFU rows count (benchmarks/mfu.py): the issue's own FLOP count and peaks, so its 45% goal is read as set.
+"""What the MFU rows count (benchmarks/mfu.py): the goal's own FLOP count and peaks, so its 45% is read as set.
 
-The issue gives its reference as "19.6 ms = 240 TFLOP/s", FACTS.md adds "counting 6 x non-embedding params x tokens
-+ attention".
+The reference, transformers' distilbert-base step at 32 x 512 on one H200, is stated as "19.6 ms = 240 TFLOP/s,
+counting 6 x non-embedding params x tokens + attention".
 Which parameters are "non-embedding" moves the count by 1.24%: these tests pin it to transformers' own, which gives
 that step 239.9 TFLOP/s (the encoder blocks alone, the FLOPs a step performs: 237.0).
 """
@@ -20,9 +20,9 @@ def distilbert_base_on_meta():
         return common.build_ours(common.DISTILBERT, "meta", pretrained=False)
 
 
-def test_the_issues_reference_step_is_240_tflops_in_this_count_and_237_without_the_head():
+def test_the_reference_step_is_240_tflops_in_transformers_count_and_237_without_the_head():
     model = distilbert_base_on_meta()
-    reference_seconds = 19.6e-3  # FACTS.md and the issue: distilbert-base train step at 32 x 512 on one H200
+    reference_seconds = 19.6e-3  # the reference: transformers' distilbert-base train step at 32 x 512 on one H200
     assert round(mfu.step_flops(model, 32, 512) / reference_seconds / 1e12) == 240
     assert round(mfu.step_flops(model, 32, 512, blocks_only=True) / reference_seconds / 1e12) == 237
 
@@ -37,10 +37,10 @@ def test_non_embedding_parameters_are_those_transformers_counts(family):
     assert expected < sum(p.numel() for p in ours.parameters())
 
 
-def test_the_goal_is_judged_on_the_issues_peak_on_an_h200_and_on_the_measured_one_elsewhere():
+def test_the_goal_is_judged_on_790_tflops_on_an_h200_and_on_the_measured_peak_elsewhere():
     h200 = mfu.peaks("NVIDIA H200", measured=805.0)
     assert [(p.tflops, p.goal) for p in h200] == [(790.0, mfu.GOAL), (805.0, ""), (989.4, "")]
-    for other in ("NVIDIA H100 80GB HBM3", "NVIDIA GH200 480GB", "NVIDIA H200 NVL"):  # not the issue's machine
+    for other in ("NVIDIA H100 80GB HBM3", "NVIDIA GH200 480GB", "NVIDIA H200 NVL"):  # not the goal's H200
         found = mfu.peaks(other, measured=700.0)
         assert found[0] == mfu.Peak("measured matmul peak 700 TFLOP/s", 700.0, mfu.GOAL)
         assert [p.tflops for p in found] == [700.0, 989.4]
@@ -70,4 +70,4 @@ def test_recorded_results_are_recounted_row_by_row(tmp_path):
     assert f"{tflops:7.1f} {100 * tflops / 790:6.2f}% {100 * tflops / 800:6.2f}%" in one
     assert f"{strict:7.1f} {100 * strict / 790:6.2f}% |" in one
     assert f"{full / 13.5e-3 / 1e12:7.1f} {100 * full / 13.5e-3 / 1e12 / 790:6.2f}%       -" in many  # no peak timed
-    assert one.endswith(f"19.60 ms {100 * full / 19.6e-3 / 1e12 / 790:6.2f}%")  # transformers: ~30%, as the issue
+    assert one.endswith(f"19.60 ms {100 * full / 19.6e-3 / 1e12 / 790:6.2f}%")  # transformers: ~30%, as stated

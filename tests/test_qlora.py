@@ -88,8 +88,8 @@ def test_merging_into_a_4bit_base_is_refused_then_done_on_a_float_copy():
 
 
 def test_qlora_on_a_tiny_llama_loss_falls():
-    """The notebook's first cell, in miniature: a LlamaForCausalLM quantized to NF4 with LoRA on q_proj, v_proj
-    learns a fixed sequence (the same functions as for minibert)."""
+    """QLoRA on a decoder (TinyLlama's architecture), in miniature: a LlamaForCausalLM quantized to NF4 with LoRA on
+    q_proj, v_proj learns a fixed sequence (the same functions as for minibert)."""
     config = hf.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
     model = qlora(hf.LlamaForCausalLM(config), head=("lm_head",), targets=("q_proj", "v_proj")).train()

@@ -145,7 +145,7 @@ def test_missing_tokenizer_files(tmp_path):
 
 
 def test_cli_prints_token_table(capsys, minilm_dir):
-    """The CLI prints the notebook's table: a 'Token IDs' / 'Tokens' header, [CLS] 101, the word ids, [SEP] 102."""
+    """The CLI prints a token table: a 'Token IDs' / 'Tokens' header, [CLS] 101, the word ids, [SEP] 102."""
     main(["hello my name is kevin", "--model", str(minilm_dir)])
     lines = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert lines[0] == ["Token", "IDs", "Tokens"]

@@ -3,9 +3,9 @@
     python docs/scripts/count_parameters.py
 
 Three classifiers with 2 labels, all minibert modules: the distilbert-base-uncased preset (random init, the
-notebook's model), a BERT-base-sized model (the same Config with BERT's 12 layers, token types and pooler: no
-weights needed, only the shapes), and the pretrained all-MiniLM-L6-v2 (read from its folder). Counted per part, so
-the table shows where the parameters sit and what distillation removed.
+model the course recipe trains), a BERT-base-sized model (the same Config with BERT's 12 layers, token types and
+pooler: no weights needed, only the shapes), and the pretrained all-MiniLM-L6-v2 (read from its folder). Counted
+per part, so the table shows where the parameters sit and what distillation removed.
 """
 
 import sys

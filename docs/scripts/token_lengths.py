@@ -1,12 +1,13 @@
 """How long are IMDB reviews in tokens, and how many does truncation cut? (docs/input-format.md pastes the output)
 
-    python docs/scripts/token_lengths.py --data ../shared/data/imdb
+    python docs/scripts/token_lengths.py --data path/to/imdb
 
 Every review of both splits is tokenized with all-MiniLM-L6-v2's uncased WordPiece (the vocabulary of
 distilbert-base-uncased too), [CLS] and [SEP] included, without truncation.
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,8 @@ NO_LIMIT = 1_000_000  # longer than any review: nothing is truncated
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="../shared/data/imdb", help="IMDB folder (train/test parquet)")
+    parser.add_argument("--data", default=os.environ.get("MINIBERT_DATA"), required="MINIBERT_DATA" not in os.environ,
+                        help="IMDB folder (train/test parquet); default $MINIBERT_DATA")
     args = parser.parse_args(argv)
     tokenizer = minibert.load_tokenizer("all-MiniLM-L6-v2")
     raw = load_raw_splits(args.data, cache_root())

@@ -1,18 +1,20 @@
 """"Used as-is": the pretrained encoder with its new, untrained classification head, on train.py's val split.
 
-    python docs/scripts/untrained_head.py --data ../shared/data/imdb
-    python docs/scripts/untrained_head.py --data ../shared/data/imdb --no-special-tokens   # the notebook's input
+    python docs/scripts/untrained_head.py --data path/to/imdb
+    python docs/scripts/untrained_head.py --data path/to/imdb --no-special-tokens   # no [CLS]/[SEP]
 
-The split is train.py's CPU default (first 2,000 of a seed-0 shuffle of the train reviews, the last 400 are
-validation; max length 256). For each seed, the classifier is built exactly as train.py builds it before step 0
+The split is train.py's CPU default, read from train_config.py (a seed-0 shuffle of the train reviews: its first 200
+are validation, the next 1,400 training; max length 256, the head and tail of a longer review kept). For each seed, the classifier is built exactly as train.py builds it before step 0
 (torch.manual_seed(seed), then load_classifier): pretrained encoder and pooler, a random 2-way layer. The encoder
 runs once; only the random layer changes between seeds. For comparison, a zero-training use of the same encoder
 as a sentence embedder: each review takes the label whose description its mean-pooled vector is closest to
 (the two descriptions below were fixed before measuring and never tuned). With --no-special-tokens every text is
-encoded without [CLS]/[SEP], as the original notebook did.
+encoded without [CLS]/[SEP] (yet the cls pooling still reads position 0), as the course recipe minibert's
+experiment follows does (docs/input-format.md).
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,6 +28,7 @@ import minibert  # noqa: E402
 from minibert.batching import Collator, LengthBucketBatchSampler  # noqa: E402
 from minibert.data import prepare_imdb  # noqa: E402
 from minibert.runfolder import device_name  # noqa: E402
+from train_config import DEVICE_DEFAULTS, RunConfig  # noqa: E402
 
 MODEL = "all-MiniLM-L6-v2"
 DESCRIPTIONS = ["This movie is terrible.", "This movie is great."]  # label 0 = negative, 1 = positive
@@ -49,17 +52,21 @@ def pooled_features(model, split, pad_id: int) -> tuple[dict[str, torch.Tensor],
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="../shared/data/imdb", help="IMDB folder (train/test parquet)")
+    parser.add_argument("--data", default=os.environ.get("MINIBERT_DATA"), required="MINIBERT_DATA" not in os.environ,
+                        help="IMDB folder (train/test parquet); default $MINIBERT_DATA")
     parser.add_argument("--split", default="val", choices=["val", "test"], help="which split to score")
     parser.add_argument("--seeds", type=int, default=10, help="random heads to try (seeds 0..N-1)")
     parser.add_argument("--special-tokens", default=True, action=argparse.BooleanOptionalAction,
-                        help="add [CLS]/[SEP] to every text (--no-special-tokens: the notebook's way)")
+                        help="add [CLS]/[SEP] to every text (--no-special-tokens: the course recipe's way)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     model = minibert.load_classifier(MODEL, num_labels=2)
     tokenizer = minibert.load_tokenizer(MODEL)
-    data = prepare_imdb(args.data, tokenizer, max_len=256, max_samples=2000, val_fraction=0.2, eval_samples=1000,
-                        seed=0, add_special_tokens=args.special_tokens)
+    tokenizer.truncation = RunConfig.truncation  # train.py's defaults: how reviews are cut, and which are drawn
+    cpu = DEVICE_DEFAULTS["cpu"]
+    data = prepare_imdb(args.data, tokenizer, max_len=RunConfig.max_len, train_samples=cpu["train_samples"],
+                        val_samples=cpu["val_samples"], eval_samples=1000, seed=RunConfig.seed,
+                        add_special_tokens=args.special_tokens)
     split = data[args.split]
     t0 = time.perf_counter()
     features, labels = pooled_features(model, split, tokenizer.pad_id)

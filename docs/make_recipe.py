@@ -1,0 +1,123 @@
+"""The table and the figure of docs/defaults.md, rebuilt from committed run summaries: never typed by hand.
+
+    python docs/make_recipe.py docs/results/recipe/*                      # print the table
+    python docs/make_recipe.py docs/results/recipe/* --into docs/defaults.md --section candidates \
+        --plot docs/figures/recipe.png
+
+Each folder holds what train.py wrote and is small enough to commit: run_config.json (what was asked), report.json
+(what was measured) and metrics.jsonl. Runs that differ only in their seed are one candidate: one row, with the
+mean and the spread (min-max) over its seeds. A candidate is named by the settings in which it differs from the
+others; the settings every run shares are listed under the table. Dev is the development split carved from the
+train reviews (the recipe was chosen on it); test is the 2,000 held-out test reviews.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+IGNORED = {"seed", "out", "resume", "overwrite", "debug", "data"}  # not part of what a candidate is
+
+
+def read_run(folder: Path) -> dict:
+    try:
+        config = json.loads((folder / "run_config.json").read_text())
+        report = json.loads((folder / "report.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        sys.exit(f"error: {folder} is not a finished train.py run folder ({err})")
+    return {"config": config, "report": report, "folder": folder}
+
+
+def candidates(runs: list[dict]) -> tuple[list[tuple[dict, list[dict]]], dict]:
+    """[(how this candidate differs from the first run given, its runs)] in the order given, and the settings
+    every run shares."""
+    keys = sorted({k for run in runs for k in run["config"]} - IGNORED)
+    shared = {k: runs[0]["config"].get(k) for k in keys if len({str(r["config"].get(k)) for r in runs}) == 1}
+    baseline = runs[0]["config"]
+    groups: dict[str, tuple[dict, list[dict]]] = {}
+    for run in runs:
+        own = {k: run["config"].get(k) for k in keys if str(run["config"].get(k)) != str(baseline.get(k))}
+        groups.setdefault(json.dumps(own, sort_keys=True), (own, []))[1].append(run)
+    return list(groups.values()), shared
+
+
+def spread(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    if len(values) == 1:
+        return f"{scale * values[0]:.{digits}f}"
+    return (f"{scale * statistics.mean(values):.{digits}f} ({scale * min(values):.{digits}f}-"
+            f"{scale * max(values):.{digits}f})")
+
+
+def table(runs: list[dict]) -> str:
+    groups, shared = candidates(runs)
+    lines = ["| run | change from the first row | seeds | dev acc. % | test acc. % | wall s | train s | machine |",
+             "|---|---|---|---|---|---|---|---|"]
+    baseline = runs[0]["config"]
+    for own, members in groups:
+        name = ", ".join(f"{k}={v}" for k, v in own.items()) or "(the first row)"
+        seeds = ",".join(str(m["config"]["seed"]) for m in members)
+        dev = [m["report"]["val_accuracy"] for m in members]
+        test = [m["report"]["test_accuracy"] for m in members if m["report"]["n_test"] >= 2000]
+        wall = [m["report"]["wall_seconds"] for m in members if "wall_seconds" in m["report"]]
+        train = [m["report"]["train_seconds"] for m in members]
+        machines = sorted({m["report"]["device"] for m in members})
+        folders = ", ".join(f"`{m['folder'].name}`" for m in members)
+        lines.append(f"| {folders} | {name} | {seeds} | {spread(dev)} | {spread(test) if test else 'not scored'} | "
+                     f"{spread(wall, 1, 0) if wall else '-'} | {spread(train, 1, 0)} | {'; '.join(machines)} |")
+    first = ", ".join(f"{k}={baseline.get(k)}" for k in sorted(set(baseline) - IGNORED - set(shared)))
+    note = ", ".join(f"{k}={v}" for k, v in shared.items())
+    first = f"\n\nThe first row: {first}." if first else ""
+    return "\n".join(lines) + f"{first}\n\nShared by every row: {note}.\n"
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups, _ = candidates(runs)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for own, members in groups:
+        label = ", ".join(f"{k}={v}" for k, v in own.items()) or "(all shared)"
+        x = [m["report"]["wall_seconds"] / 60 for m in members if "wall_seconds" in m["report"]]
+        y = [100 * m["report"]["val_accuracy"] for m in members if "wall_seconds" in m["report"]]
+        ax.scatter(x, y, label=label[:60], s=22)
+    ax.set_xlabel("wall time of the whole run, minutes (this CPU, imports to export)")
+    ax.set_ylabel("dev accuracy, % (the split the recipe was chosen on)")
+    ax.set_title("train.py candidates: accuracy against wall time")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def replace_section(page: Path, section: str, text: str) -> None:
+    start, end = f"<!-- results:{section} -->", f"<!-- /results:{section} -->"
+    content = page.read_text()
+    if start not in content or end not in content:
+        sys.exit(f"error: {page} has no {start} ... {end} markers")
+    head, rest = content.split(start, 1)
+    page.write_text(head + start + "\n" + text + rest[rest.index(end):])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders (report.json + run_config.json)")
+    parser.add_argument("--into", type=Path, help="a docs page whose results section is replaced")
+    parser.add_argument("--section", default="candidates")
+    parser.add_argument("--plot", type=Path, help="write the accuracy-against-time figure here")
+    args = parser.parse_args(argv)
+    runs = [read_run(folder) for folder in args.runs]
+    text = table(runs)
+    if args.into:
+        replace_section(args.into, args.section, text)
+    else:
+        print(text)
+    if args.plot:
+        plot(runs, args.plot)
+
+
+if __name__ == "__main__":
+    main()
