@@ -31,9 +31,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
-import shutil  # noqa: E402
 import sys  # noqa: E402
-from dataclasses import asdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 # Idle OpenMP threads otherwise spin, holding the core their partner needs: on a busy 2-core machine a training
@@ -57,8 +55,8 @@ from minibert.metrics import confusion_matrix, metrics_from_confusion  # noqa: E
 from minibert.plots import plot_confusion, plot_curves  # noqa: E402
 from minibert.runfolder import Run, atomic_write_text, device_name, peak_memory_mb  # noqa: E402
 from quant.model import count_bytes  # noqa: E402
-from train_config import (HEAD, RunConfig, check, check_against_model, fingerprint, parse_args,  # noqa: E402
-                          refuse_flags_beside_resume, resolve)
+from train_config import HEAD, RunConfig, check_against_model, fingerprint, parse_args, resolve  # noqa: E402
+from train_folder import claim_run_folder, resume_config, start_run_folder  # noqa: E402
 from train_outputs import export, summary  # noqa: E402
 
 LABELS = ("negative", "positive")  # by logit index: the IMDB labels are 0 = negative, 1 = positive
@@ -216,8 +214,13 @@ def train(cfg: RunConfig, folder: Path | None, resume_from: dict | None) -> dict
         f"{steps_per_epoch} steps/epoch x {cfg.epochs}" + (f"  |  {world} processes" if world > 1 else ""))
     # Each rank draws its own dropout masks; DDP keeps the weights identical.
     torch.manual_seed(cfg.seed + 1000 * rank)
-    # Everything is checked and built: only now is the run folder written (a fresh one) or cut back (a resume)
-    run = None if folder is None else Run(folder) if resume_from is not None else start_run_folder(cfg, folder)
+    # Everything is checked and built: only now is the run folder written (a fresh run); a resume cuts it back below
+    if folder is None:  # ranks other than 0 write nothing
+        run = None
+    elif resume_from is None:
+        run = start_run_folder(cfg, folder)
+    else:
+        run = Run(folder)
 
     step, epoch, start_batch, train_seconds, step_times = 0, 0, 0, 0.0, []
     if resume_from is not None:
@@ -400,62 +403,6 @@ def train_step(model, optimizer, schedule, group, dataset, collate, cfg: RunConf
 def say(message: str) -> None:
     if dist.is_main():
         print(message, flush=True)
-
-
-RUN_OUTPUTS = ("run_config.json", "metrics.jsonl", "report.json", train_state.CHECKPOINT, "model", "adapter",
-               "curves.png", "confusion.png")  # what a run writes into its folder
-
-
-def resume_config(folder: Path, cfg: RunConfig) -> tuple[RunConfig, dict]:
-    """The saved settings of the run in `folder` and its checkpoint, refused when the two disagree: a seed edited in
-    run_config.json would otherwise move validation reviews into training."""
-    refuse_flags_beside_resume(cfg)
-    saved = folder / "run_config.json"
-    if not saved.is_file():
-        raise UserError(f"{folder} is not a run folder (no run_config.json); start a run there without --resume")
-    try:
-        settings = json.loads(saved.read_text())
-        cfg = RunConfig(**{**settings, "resume": None, "out": str(folder)})  # messages name this folder, not the first
-    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as err:
-        raise UserError(f"{saved} is not a run config train.py wrote ({err}); start a new run") from None
-    if not (folder / train_state.CHECKPOINT).is_file():
-        done = "finished: its model is in model/" if (folder / "report.json").is_file() else "not checkpointed yet"
-        raise UserError(f"{folder} has no {train_state.CHECKPOINT} to resume from (the run is {done})")
-    resume_from = train_state.load(folder)
-    changed = sorted(k for k, v in fingerprint(cfg).items() if resume_from.get("config", {}).get(k, v) != v)
-    if changed:
-        raise UserError(f"{saved} no longer matches the run's checkpoint ({', '.join(changed)} changed); "
-                        "restore it, or start a new run")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"{folder} was a CUDA run and torch sees no CUDA device here; resume it on a GPU machine")
-    check(cfg)  # a checkpoint written before fingerprints were saved checks nothing above
-    if settings.get("out") != str(folder):  # a copied folder: from now on it records itself
-        atomic_write_text(saved, json.dumps({**settings, "out": str(folder)}, indent=2) + "\n")
-    return cfg, resume_from
-
-
-def claim_run_folder(cfg: RunConfig) -> Path:
-    """The folder a new run writes into: refused when it holds another run's output, unless --overwrite."""
-    folder = Path(cfg.out)
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--out {folder} is a file, not a folder")
-    found = [name for name in RUN_OUTPUTS if (folder / name).exists()]
-    if found and not cfg.overwrite:
-        unfinished = (folder / train_state.CHECKPOINT).exists() and not (folder / "report.json").exists()
-        hint = f"continue it with --resume {folder}, " if unfinished else ""
-        raise UserError(f"{folder} already holds run output ({', '.join(found)}); {hint}choose another --out, "
-                        "or pass --overwrite to replace it")
-    return folder
-
-
-def start_run_folder(cfg: RunConfig, folder: Path) -> Run:
-    """Write the run's settings, once the model and data are ready: a run refused before that leaves nothing."""
-    for name in RUN_OUTPUTS:  # --overwrite: the old run's output goes, other files in the folder stay
-        path = folder / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "run_config.json", json.dumps(asdict(cfg), indent=2) + "\n")
-    return Run(folder)
 
 
 def main(argv=None) -> dict:

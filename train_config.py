@@ -205,11 +205,10 @@ def check(cfg: RunConfig) -> None:
                  "pad_multiple", "lora_r"):
         if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
             refuse(name, "must be a whole number of at least 1")
-    for name in ("train_samples", "val_samples", "eval_samples"):
-        value = getattr(cfg, name)
-        if not (value == "all" or str(value).isdigit() and int(value) >= 1) or (name == "val_samples" and
-                                                                             value == "all"):
-            refuse(name, "must be a whole number of at least 1" + ("" if name == "val_samples" else ", or all"))
+    for name, may_be_all in (("train_samples", True), ("val_samples", False), ("eval_samples", True)):
+        value = str(getattr(cfg, name))
+        if not (value.isdigit() and int(value) >= 1 or may_be_all and value == "all"):
+            refuse(name, "must be a whole number of at least 1" + (", or all" if may_be_all else ""))
     if cfg.max_len < (2 if cfg.special_tokens else 1):
         refuse("max_len", "must leave room for [CLS] and [SEP]")
     if cfg.pad_multiple > cfg.max_len:

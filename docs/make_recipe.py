@@ -17,15 +17,16 @@ import statistics
 import sys
 from pathlib import Path
 
+import make_results  # docs/make_results.py, beside this file: the run reader and the page's section markers
+
 IGNORED = {"seed", "out", "resume", "overwrite", "debug", "data"}  # not part of what a candidate is
 
 
 def read_run(folder: Path) -> dict:
-    try:
-        config = json.loads((folder / "run_config.json").read_text())
-        report = json.loads((folder / "report.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        sys.exit(f"error: {folder} is not a finished train.py run folder ({err})")
+    """What was asked (run_config.json) and what was measured (report.json) kept apart: both have a `device`.
+    make_results.read_run first refuses, by name, a folder that is not a finished run."""
+    make_results.read_run(folder)
+    config, report = (json.loads((folder / name).read_text()) for name in ("run_config.json", "report.json"))
     return {"config": config, "report": report, "folder": folder}
 
 
@@ -93,15 +94,6 @@ def plot(runs: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def replace_section(page: Path, section: str, text: str) -> None:
-    start, end = f"<!-- results:{section} -->", f"<!-- /results:{section} -->"
-    content = page.read_text()
-    if start not in content or end not in content:
-        sys.exit(f"error: {page} has no {start} ... {end} markers")
-    head, rest = content.split(start, 1)
-    page.write_text(head + start + "\n" + text + rest[rest.index(end):])
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (report.json + run_config.json)")
@@ -112,7 +104,7 @@ def main(argv=None) -> None:
     runs = [read_run(folder) for folder in args.runs]
     text = table(runs)
     if args.into:
-        replace_section(args.into, args.section, text)
+        make_results.replace_section(args.into, args.section, text)
     else:
         print(text)
     if args.plot:
@@ -120,4 +112,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except make_results.ResultsError as err:
+        sys.exit(f"error: {err}")

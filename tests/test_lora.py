@@ -21,7 +21,7 @@ TINY_DISTILBERT = dict(vocab_size=99, dim=32, n_layers=2, n_heads=2, hidden_dim=
 TINY_BERT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
                  max_position_embeddings=64)
 HEAD = ["pre_classifier", "classifier"]
-# peft calls a transformers method that transformers 5 deprecates; not ours to fix.
+# peft uses a transformers method that transformers 5 deprecates; the warning is not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 
 

@@ -21,7 +21,7 @@ from test_lora import (  # noqa: F401  (bert, batch, distilbert are fixtures)
     HEAD, TINY_DISTILBERT, batch, bert, distilbert, logits, perturbed, randomize, theirs_lora, tiny_llama,
 )
 
-# peft calls a transformers method that transformers 5 deprecates; not ours to fix.
+# peft uses a transformers method that transformers 5 deprecates; the warning is not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 
 

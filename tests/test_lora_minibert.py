@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 import lora
 import minibert
 
-# peft calls a transformers method that transformers 5 deprecates; not ours to fix.
+# peft uses a transformers method that transformers 5 deprecates; the warning is not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 
 DISTIL = minibert.Config(vocab_size=80, dim=32, n_layers=2, n_heads=4, hidden_dim=48, max_position_embeddings=32)

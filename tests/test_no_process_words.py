@@ -1,7 +1,8 @@
 """No file of the repository speaks of how it was made: a reader has only the repository.
 
-Words such as "the issue", "call G", "this session", "lent", a facts file or a notebook the repository does not
-hold, or an absolute path of the machine it was written on, point at context a reader does not have. Docs say the
+Words that name a ticket, a numbered or lettered step of the work, who lent a machine, a file the repository does
+not hold, or an absolute path of the machine it was written on, point at context a reader does not have (PHRASES
+lists them; the last test shows each one caught). Docs say the
 fact instead (what was measured, on which machine, when) and point at tracked files. This test scans every text
 file of the repository (git's tracked and untracked-but-not-ignored files) and names each hit as file:line.
 """
@@ -17,8 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 THIS = "tests/test_no_process_words.py"
 TEXT = (".py", ".md", ".txt", ".toml", ".json", ".sh", ".ipynb", ".cfg", ".ini", ".yml", ".yaml")
 
-# (pattern, what a reader cannot know). Case-insensitive unless the pattern scopes it: the device-call letters are
-# capitals, so "call a function" stays allowed while "call G", "calls G-J", "calls G to J", "Call D's" do not.
+# (pattern, what a reader cannot know). Case-insensitive unless the pattern scopes it: a step's letter is a
+# capital, so the verb followed by a lowercase word stays allowed (the last test has the examples either way).
 PHRASES = [
     (r"(?i:\bthe issue\b)", "the issue"),
     (r"\b(?i:calls?) [A-J](?:-[A-J])?(?=[\s,.;:)'’]|-|$)", "a device call by its letter"),

@@ -1,0 +1,29 @@
+"""docs/defaults.md's tables are what docs/make_recipe.py builds from the committed run summaries: a page that
+drifts from its data fails here."""
+
+import re
+import shlex
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "docs"))
+
+import make_recipe  # noqa: E402
+
+PAGE = REPO / "docs" / "defaults.md"
+
+
+def test_every_table_of_the_defaults_page_is_rebuilt_from_its_runs(tmp_path):
+    """Each `make_recipe.py ... --into docs/defaults.md --section S` command printed on the page, run on a copy of
+    the page, leaves it byte-identical."""
+    page = PAGE.read_text()
+    commands = re.findall(r"python docs/make_recipe\.py (.*?--section \w+)", page.replace("\\\n", " "), re.DOTALL)
+    assert len(commands) == 3, commands  # screening, candidates, the default run
+    copy = tmp_path / "defaults.md"
+    copy.write_text(page)
+    for command in commands:
+        args = [a for a in shlex.split(command) if a not in ("--plot",) and not a.endswith(".png")]
+        args = [str(REPO / a) if a.startswith("docs/results/") else a for a in args]
+        make_recipe.main([str(copy) if a == "docs/defaults.md" else a for a in args])
+    assert copy.read_text() == page
