@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 import lora  # noqa: E402
 import quant  # noqa: E402
-from minibert.errors import run_cli  # noqa: E402
+from minibert.errors import UserError, run_cli  # noqa: E402
 
 SECTIONS = ("train", "inference", "adapters", "tokenize", "epoch", "cuda")
 CUDA_PARTS = ("mfu", "minilm", "inference", "adapters")  # benchmarks/cuda.py PARTS
@@ -86,7 +86,8 @@ def cpu_sections(args, wanted: set, show) -> None:
 
     data = args.data or common.default_data_dir()
     if not (data / "train.parquet").is_file():
-        sys.exit(f"IMDB not found at {data}: pass --data DIR (a folder with train.parquet) or set MINIBERT_DATA")
+        raise UserError(f"IMDB not found at {data}: pass --data DIR (a folder with train.parquet) or set "
+                        "MINIBERT_DATA")
     quick = args.quick
     tokenizer = minibert.load_tokenizer(common.MINILM)
 
@@ -161,6 +162,8 @@ class Report:
 
 def main(argv=None) -> list:
     args = parse_args(argv)
+    if args.threads < 0:
+        raise UserError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     from benchmarks.timing import format_table

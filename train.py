@@ -86,6 +86,9 @@ def build_model(cfg: RunConfig):
             minibert.model.init_weights(module, model.config)
     if cfg.freeze_embeddings:
         model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
+    if cfg.freeze_layers:  # nothing below the lowest trainable layer needs a gradient: autograd stops above it
+        for module in (model.encoder.embeddings, *model.encoder.layers[:cfg.freeze_layers]):
+            module.requires_grad_(False)
     if cfg.method == "head":  # a frozen feature extractor: only the head learns
         for name, p in model.named_parameters():
             p.requires_grad_(not name.startswith("encoder."))

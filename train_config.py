@@ -77,6 +77,8 @@ class RunConfig:
                               "optimisation")
     freeze_embeddings: bool = flag(False, "keep the word-embedding table fixed (half of MiniLM's weights; a step "
                                           "touches few of its rows)", "optimisation")
+    freeze_layers: int = flag(0, "keep the embeddings and the bottom N encoder layers fixed: the backward pass then "
+                                 "stops above them (2 of MiniLM's 6: 0.79x the step time on a CPU)", "optimisation")
     weight_decay: float = flag(0.01, "AdamW decay, on matrices only", "optimisation")
     warmup: float = flag(0.1, "share of steps with linearly rising lr, in [0, 1)", "optimisation")
     clip: float = flag(1.0, "max gradient norm; 0 disables clipping", "optimisation")
@@ -220,6 +222,8 @@ def check(cfg: RunConfig) -> None:
         value = getattr(cfg, name)
         if value != "checkpoint" and not low <= float(value) < high:
             refuse(name, f"must be in [{low}, {high})")
+    if not isinstance(cfg.freeze_layers, int) or cfg.freeze_layers < 0:
+        refuse("freeze_layers", "must be a whole number of at least 0")
     if not 0 < cfg.layer_decay <= 1:
         refuse("layer_decay", "must be in (0, 1]")
     for name in ("weight_decay", "clip"):
@@ -239,6 +243,9 @@ def check(cfg: RunConfig) -> None:
 
 def check_against_model(cfg: RunConfig, config) -> None:
     """The flags against the model they will train (its minibert Config), before any weight is read."""
+    if cfg.freeze_layers >= config.n_layers:
+        raise UserError(f"--freeze-layers {cfg.freeze_layers} would freeze every one of the {config.n_layers} "
+                        f"encoder layers of {cfg.model}; use at most {config.n_layers - 1} (or --method head)")
     if cfg.max_len > config.max_position_embeddings:
         raise UserError(f"--max-len {cfg.max_len} is longer than {cfg.model} has positions for "
                         f"({config.max_position_embeddings}); use at most that")

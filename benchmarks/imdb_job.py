@@ -36,6 +36,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from minibert.batching import Collator, LengthBucketBatchSampler  # noqa: E402
+from minibert.errors import UserError, run_cli  # noqa: E402
 
 from .common import REPO  # noqa: E402
 from .timing import Row, format_table  # noqa: E402
@@ -195,9 +196,17 @@ def rows_from(reports: dict) -> list[Row]:
 
 def main(argv=None) -> list[Row]:
     args = parse_args(argv)
+    unknown = [what for what in args.order.split(",") if what != "reference" and what not in VARIANTS]
+    if unknown:  # before any run starts: a typo must not cost the runs before it
+        raise UserError(f"--order: unknown {', '.join(unknown)}; choose from reference, {', '.join(VARIANTS)}")
+    if not Path(args.data).is_dir():
+        raise UserError(f"--data {args.data}: no such folder (it should hold IMDB's train and test parquet files)")
     args.out.mkdir(parents=True, exist_ok=True)
     saved = args.out / "reports.json"  # runs from an earlier call with the same --out join this table
-    reports = json.loads(saved.read_text()) if saved.exists() else {}
+    try:
+        reports = json.loads(saved.read_text()) if saved.exists() else {}
+    except json.JSONDecodeError as err:
+        raise UserError(f"{saved} is not valid JSON ({err}); move it away to start afresh") from None
     if args.device == "cuda" and not args.no_warmup:
         warmup_run(args)
     for what in args.order.split(","):
@@ -218,4 +227,4 @@ def main(argv=None) -> list[Row]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

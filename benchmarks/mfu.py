@@ -35,6 +35,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from minibert.errors import UserError, run_cli
+
 from . import common
 
 # Dense bf16 tensor-core peaks, TFLOP/s, from NVIDIA's data sheets (without sparsity), matched as substrings of the
@@ -123,7 +125,10 @@ MEASURED = re.compile(r"vs measured matmul peak (?P<tflops>\d+) TFLOP/s")
 def recorded_runs(path: Path) -> list[tuple[str, list[dict]]]:
     """(run label, rows) of a bench.py --json file, or of each run of a file that gathers several ({"runs": ...});
     none for another kind of file (a train.py report, say)."""
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: cannot read it as bench.py --json results ({err})") from None
     if isinstance(data, dict) and "runs" in data:
         return [(f"{path.name} {run.get('call', '')}{run.get('process', '')}".strip(), run["rows"])
                 for run in data["runs"]]
@@ -164,7 +169,13 @@ def recount(paths: list[Path]) -> list[str]:
     return lines
 
 
+def main(argv: list[str] | None = None) -> None:
+    paths = sys.argv[1:] if argv is None else argv
+    if not paths:
+        raise UserError("usage: python -m benchmarks.mfu RESULTS.json [...]  (bench.py --json files, e.g. "
+                        "docs/results/)")
+    print("\n".join(recount([Path(arg) for arg in paths])))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit("usage: python -m benchmarks.mfu RESULTS.json [...]  (bench.py --json files, e.g. docs/results/)")
-    print("\n".join(recount([Path(arg) for arg in sys.argv[1:]])))
+    sys.exit(run_cli(main))

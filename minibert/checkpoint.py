@@ -161,7 +161,7 @@ def load_classifier(path, num_labels: int | None = None, **overrides) -> Classif
     """A classifier: `forward(input_ids, attention_mask)` -> logits (B, num_labels).
 
     `num_labels`: None keeps the checkpoint's own (config.json's id2label; 2 when it names none). From a bare
-    encoder checkpoint the head is new (BERT: the pretrained pooler is kept, the classifier is new); from a
+    encoder checkpoint the head is new (BERT: the checkpoint's pooler is kept, the classifier is new); from a
     classifier checkpoint its head must have `num_labels` outputs. `overrides` set Config fields
     (e.g. pooling="mean", attention="math", dropout=0.0, labels=("negative", "positive")).
     """

@@ -142,6 +142,8 @@ def find_regions(root: Path, files: list[str] | None = None) -> list[Region]:
 
 def assignments(root: Path) -> list[dict]:
     """[{number, name, tests, regions}], one per tests/assignments/test_NN_<name>.py, in order."""
+    if not (root / TESTS).is_dir():  # grading such a folder would score nothing and look like success
+        raise CourseworkError(f"{root}: not a minibert repository or student copy (no {TESTS}/ folder in it)")
     regions, found = find_regions(root), []
     for test in sorted((root / TESTS).glob("test_[0-9][0-9]_*.py")):
         number, name = int(test.stem[5:7]), test.stem[8:]

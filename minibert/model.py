@@ -6,8 +6,9 @@
 Both Hugging Face heads have this one shape: a D x D layer, a non-linearity, dropout, a D x C layer. They differ
 in the non-linearity and in where the first layer comes from:
 - DistilBERT (`DistilBertForSequenceClassification`): `pre_classifier` + ReLU, freshly initialised for the task.
-- BERT (`BertForSequenceClassification`): the *pooler* (dense + tanh), pretrained on next-sentence prediction
-  and shipped in the checkpoint; minibert keeps it in the same `pre_classifier` slot.
+- BERT (`BertForSequenceClassification`): the *pooler* (dense + tanh), shipped in the checkpoint (BERT trains it
+  on next-sentence prediction; all-MiniLM-L6-v2's never was: its bias is exactly zero); minibert keeps it in the
+  same `pre_classifier` slot.
 So `Config.family` picks the activation, and checkpoint.py maps `bert.pooler.dense` onto `pre_classifier`.
 
 Pooling: both heads read the first token, [CLS] (`pooling="cls"`, the parity path). all-MiniLM-L6-v2 was trained

@@ -26,6 +26,7 @@ import torch
 from tokenizers import Tokenizer as RustTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
+from minibert.errors import UserError
 from minibert.paths import OFFLINE_MINILM, resolve_model_dir
 
 # BERT's special tokens. [CLS] opens every sequence (its final hidden state is what a classifier reads),
@@ -281,11 +282,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-length", type=int, default=512,
                         help="truncate to this many tokens, [CLS]/[SEP] included")
     args = parser.parse_args(argv)
+    if args.max_length < 2:  # [CLS] and [SEP] take two positions
+        raise UserError(f"--max-length must be at least 2 ([CLS] and [SEP]), got {args.max_length}")
     tokenizer = load_tokenizer(args.model)
     try:
         all_ids = tokenizer.encode_batch(args.texts, max_length=args.max_length)
     except (TypeError, ValueError) as err:
-        parser.error(str(err))  # one line and exit code 2, no traceback
+        raise UserError(str(err)) from None  # run_cli: one line and exit code 2, no traceback
     for n, (text, ids) in enumerate(zip(args.texts, all_ids)):
         if n:
             print()

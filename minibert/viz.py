@@ -30,7 +30,7 @@ from torch import nn
 
 from .attention import MultiHeadSelfAttention, padding_bias
 from .checkpoint import load_encoder
-from .errors import run_cli
+from .errors import UserError, run_cli
 from .model import Classifier, Encoder
 from .paths import OFFLINE_MINILM, resolve_model_dir
 from .predict import model_folder
@@ -150,10 +150,12 @@ def main(argv: list[str] | None = None) -> None:
     attention.add_argument("--query", type=int, default=0, help="position of the query token (0 = [CLS])")
     attention.add_argument("--dpi", type=int, default=100, help="resolution of the PNG")
     args = parser.parse_args(argv)
+    if args.max_length < 2:  # [CLS] and [SEP] take two positions
+        raise UserError(f"--max-length must be at least 2 ([CLS] and [SEP]), got {args.max_length}")
     try:
         attention_command(args)
     except (FileNotFoundError, NotADirectoryError, TypeError, ValueError) as err:
-        parser.error(str(err))  # one line and exit code 2, no traceback
+        raise UserError(str(err)) from None  # run_cli: one line and exit code 2, no traceback
 
 
 if __name__ == "__main__":

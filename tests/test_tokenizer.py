@@ -12,6 +12,7 @@ import pytest
 import torch
 import transformers  # imported once for the module (~7 s)
 
+from minibert.errors import run_cli
 from minibert.tokenizer import Tokenizer, load_tokenizer, main
 
 MAX_LENGTHS = (128, 512)
@@ -160,10 +161,8 @@ def test_cli_several_texts_and_max_length(capsys):
     tables = [block.splitlines()[3:] for block in out.strip().split("\n\n")]  # skip title, header, rule
     assert [[row.split()[1] for row in table] for table in tables] == [
         ["[CLS]", "hello", "my", "[SEP]"], ["[CLS]", "good", "movie", "[SEP]"]]
-    with pytest.raises(SystemExit) as exit_info:
-        main(["hello", "--max-length", "1"])
-    assert exit_info.value.code == 2
-    assert "max_length must be an integer >= 2" in capsys.readouterr().err
+    assert run_cli(main, ["hello", "--max-length", "1"]) == 2
+    assert "--max-length must be at least 2" in capsys.readouterr().err
 
 
 def test_fingerprint_does_not_depend_on_calls_made_before_it():

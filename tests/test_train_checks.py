@@ -320,6 +320,25 @@ def test_a_saved_tokenizer_keeps_its_truncation(tmp_path, minilm_dir, finished):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# --freeze-layers
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_frozen_layers_get_no_gradient_and_no_optimizer_state(tiny_dir):
+    """--freeze-layers 1 on 2 layers: the embeddings and layer 0 keep their weights and get no gradient (autograd
+    stops above them); layer 1 and the head train, and only they are in AdamW's groups."""
+    cfg = train.resolve(train.parse_args(["--device", "cpu", "--init", "random", "--model", str(tiny_dir), "--max-len", "64",
+                                          "--freeze-layers", "1"]))
+    model, _ = train.build_model(cfg)
+    logits = model(torch.randint(5, 50, (2, 8)), torch.ones(2, 8, dtype=torch.long))  # (B, 2)
+    logits.sum().backward()
+    frozen = ("encoder.embeddings.", "encoder.layers.0.")
+    for name, p in model.named_parameters():
+        assert (p.grad is None) == name.startswith(frozen), name
+    in_optimizer = {id(p) for g in train.make_optimizer(model, cfg).param_groups for p in g["params"]}
+    assert in_optimizer == {id(p) for name, p in model.named_parameters() if not name.startswith(frozen)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # --layer-decay
 # ---------------------------------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import transformers as hf
 
 import minibert
 from minibert import viz
+from minibert.errors import run_cli
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "movie", "was", "great", "bad", "not", "!", "."]
 CONFIGS = {
@@ -87,8 +88,6 @@ def test_cli_writes_png_from_a_run_folder(tiny_model_dir, tmp_path, capsys):
 def test_cli_bad_input_is_one_error_line(tmp_path, capsys, model, text, message):
     """A missing model folder or an empty text is one error line (exit code 2), not a traceback."""
     model = str(tmp_path / model) if "/" in model else model
-    with pytest.raises(SystemExit) as exit_:
-        viz.main(["attention", model, text, "--out", str(tmp_path / "a.png")])
-    assert exit_.value.code == 2
+    assert run_cli(viz.main, ["attention", model, text, "--out", str(tmp_path / "a.png")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "a.png").exists()

@@ -3,14 +3,14 @@
     python docs/scripts/untrained_head.py --data path/to/imdb
     python docs/scripts/untrained_head.py --data path/to/imdb --no-special-tokens   # no [CLS]/[SEP]
 
-The split is train.py's CPU default, read from train_config.py (a seed-0 shuffle of the train reviews: its first 200
-are validation, the next 1,400 training; max length 256, the head and tail of a longer review kept). For each seed, the classifier is built exactly as train.py builds it before step 0
-(torch.manual_seed(seed), then load_classifier): pretrained encoder and pooler, a random 2-way layer. The encoder
-runs once; only the random layer changes between seeds. For comparison, a zero-training use of the same encoder
-as a sentence embedder: each review takes the label whose description its mean-pooled vector is closest to
-(the two descriptions below were fixed before measuring and never tuned). With --no-special-tokens every text is
-encoded without [CLS]/[SEP] (yet the cls pooling still reads position 0), as the course recipe minibert's
-experiment follows does (docs/input-format.md).
+The split is train.py's CPU default, read from train_config.py (a seed-0 shuffle of the train reviews, whose first
+reviews are validation; train.py's max length and truncation). For each seed, the classifier is built exactly as
+train.py builds it before step 0 (torch.manual_seed(seed), then load_classifier): pretrained encoder, the
+checkpoint's (untrained) pooler, a random 2-way layer. The encoder runs once; only the random layer changes
+between seeds. For comparison, a zero-training use of the same encoder as a sentence embedder: each review takes
+the label whose description its mean-pooled vector is closest to (the two descriptions below were fixed before
+measuring and never tuned). With --no-special-tokens every text is encoded without [CLS]/[SEP] (yet the cls
+pooling still reads position 0), as the course recipe minibert's experiment follows does (docs/input-format.md).
 """
 
 import argparse
