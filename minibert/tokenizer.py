@@ -271,6 +271,12 @@ def format_table(ids: list[int], tokens: list[str]) -> str:
     return "\n".join(lines)
 
 
+def check_max_length_flag(max_length: int) -> None:
+    """A command's --max-length, refused by its flag's name before any model is read: [CLS] and [SEP] take two."""
+    if max_length < 2:
+        raise UserError(f"--max-length must be at least 2 ([CLS] and [SEP]), got {max_length}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m minibert.tokenizer",
@@ -282,8 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-length", type=int, default=512,
                         help="truncate to this many tokens, [CLS]/[SEP] included")
     args = parser.parse_args(argv)
-    if args.max_length < 2:  # [CLS] and [SEP] take two positions
-        raise UserError(f"--max-length must be at least 2 ([CLS] and [SEP]), got {args.max_length}")
+    check_max_length_flag(args.max_length)
     tokenizer = load_tokenizer(args.model)
     try:
         all_ids = tokenizer.encode_batch(args.texts, max_length=args.max_length)

@@ -34,7 +34,7 @@ from .errors import UserError, run_cli
 from .model import Classifier, Encoder
 from .paths import OFFLINE_MINILM, resolve_model_dir
 from .predict import model_folder
-from .tokenizer import load_tokenizer
+from .tokenizer import check_max_length_flag, load_tokenizer
 
 
 def head_weights(attention: MultiHeadSelfAttention, x: torch.Tensor,
@@ -150,8 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     attention.add_argument("--query", type=int, default=0, help="position of the query token (0 = [CLS])")
     attention.add_argument("--dpi", type=int, default=100, help="resolution of the PNG")
     args = parser.parse_args(argv)
-    if args.max_length < 2:  # [CLS] and [SEP] take two positions
-        raise UserError(f"--max-length must be at least 2 ([CLS] and [SEP]), got {args.max_length}")
+    check_max_length_flag(args.max_length)
     try:
         attention_command(args)
     except (FileNotFoundError, NotADirectoryError, TypeError, ValueError) as err:
