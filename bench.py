@@ -30,14 +30,14 @@ import torch  # noqa: E402
 
 import lora  # noqa: E402
 import quant  # noqa: E402
-from minibert.errors import UserError, run_cli  # noqa: E402
+from minibert.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 
 SECTIONS = ("train", "inference", "adapters", "tokenize", "epoch", "cuda")
 CUDA_PARTS = ("mfu", "minilm", "inference", "adapters")  # benchmarks/cuda.py PARTS
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="reduced sizes and repeats (~minutes on 2 CPU cores)")
     parser.add_argument("--cuda-only", action="store_true", help="run only the CUDA rows (needs a GPU)")

@@ -10,7 +10,7 @@ What is unusual here, on purpose:
   anything is written; a run folder holding another run's output is never written into without --overwrite.
 - Crash safety. Every --save-every optimizer steps and at each epoch end, the trainable weights, optimizer,
   schedule, RNG states, data position and a fingerprint of the settings are written atomically
-  (minibert/train_state.py). A run killed with SIGKILL and resumed ends with bitwise the same weights and metrics
+  (minibert/training/train_state.py). A run killed with SIGKILL and resumed ends with bitwise the same weights and metrics
   as an uninterrupted one (CPU, same seed). Ctrl-C saves and exits when the current step is done (so that it
   resumes exactly too); a NaN/inf loss stops the run and keeps the last good checkpoint.
 - No DataLoader: batches are lists of indices from a sampler whose order is a pure function of (seed, epoch),
@@ -45,17 +45,18 @@ from tqdm import tqdm  # noqa: E402
 import lora  # noqa: E402
 import minibert  # noqa: E402
 import quant  # noqa: E402
-from minibert import distributed as dist  # noqa: E402
-from minibert import train_state  # noqa: E402
-from minibert.batching import Collator, LengthBucketBatchSampler, PadToMultiple  # noqa: E402
-from minibert.cuda_graphs import ShapeGraphs, keep_grads  # noqa: E402
-from minibert.data import prepare_imdb  # noqa: E402
+from minibert.training import distributed as dist  # noqa: E402
+from minibert.training import train_state  # noqa: E402
+from minibert.training.batching import Collator, LengthBucketBatchSampler, PadToMultiple  # noqa: E402
+from minibert.training.cuda_graphs import ShapeGraphs, keep_grads  # noqa: E402
+from minibert.training.data import prepare_imdb  # noqa: E402
 from minibert.errors import UserError, run_cli  # noqa: E402
-from minibert.metrics import confusion_matrix, metrics_from_confusion  # noqa: E402
-from minibert.plots import plot_confusion, plot_curves  # noqa: E402
-from minibert.runfolder import Run, atomic_write_text, device_name, peak_memory_mb  # noqa: E402
+from minibert.training.metrics import confusion_matrix, metrics_from_confusion  # noqa: E402
+from minibert.training.plots import plot_confusion, plot_curves  # noqa: E402
+from minibert.training.runfolder import Run, atomic_write_text, device_name, peak_memory_mb  # noqa: E402
 from quant.model import count_bytes  # noqa: E402
-from train_config import HEAD, RunConfig, check_against_model, fingerprint, parse_args, resolve  # noqa: E402
+from train_config import (HEAD, RunConfig, check_against_model, fingerprint, parse_args, resolve,  # noqa: E402
+                          validations_for)
 from train_folder import claim_run_folder, resume_config, start_run_folder  # noqa: E402
 from train_outputs import export, summary  # noqa: E402
 
@@ -210,6 +211,7 @@ def train(cfg: RunConfig, folder: Path | None, resume_from: dict | None) -> dict
                                        shuffle=True, num_replicas=world, rank=rank)
     steps_per_epoch = math.ceil(sampler.batches_per_epoch / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
+    validations = validations_for(cfg, total_steps)
     optimizer = make_optimizer(model, cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(total_steps, cfg.warmup))
     trainable, total = lora.trainable_parameters(model)
@@ -248,7 +250,7 @@ def train(cfg: RunConfig, folder: Path | None, resume_from: dict | None) -> dict
     forward = ddp or model
     train_collate = (PadToMultiple(collate, cfg.pad_multiple, tokenizer.pad_id, cfg.max_len)
                      if cfg.pad_multiple > 1 else collate)  # fewer batch widths, e.g. one for CUDA graphs
-    if cfg.cuda_graphs:  # minibert/cuda_graphs.py: one recorded forward + backward per batch shape
+    if cfg.cuda_graphs:  # minibert/training/cuda_graphs.py: one recorded forward + backward per batch shape
         if world > 1:
             raise UserError("--cuda-graphs runs in one process only (DDP's gradient all-reduce is not recorded)")
         forward = ShapeGraphs(model)
@@ -266,7 +268,7 @@ def train(cfg: RunConfig, folder: Path | None, resume_from: dict | None) -> dict
                              config=fingerprint(cfg))
 
     # Validations evenly spaced over the run's steps, the last at its end (the report's val figures)
-    val_steps = {math.ceil(total_steps * j / cfg.validations) for j in range(1, cfg.validations + 1)}
+    val_steps = {math.ceil(total_steps * j / validations) for j in range(1, validations + 1)}
 
     def validate(epoch_: int) -> None:
         val = evaluate(model, data["val"], collate, cfg, "validating")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from minibert.errors import UserError
+from minibert.errors import ArgumentParser, UserError
 from minibert.paths import OFFLINE_MINILM
 
 AUTO = "auto"
@@ -137,7 +137,7 @@ NOT_SAVED = ("resume", "overwrite", "debug")  # how to run, not what ran: left o
 
 
 def parse_args(argv) -> RunConfig:
-    parser = argparse.ArgumentParser(description="Fine-tune a BERT-style encoder on IMDB sentiment, a plain loop.",
+    parser = ArgumentParser(description="Fine-tune a BERT-style encoder on IMDB sentiment, a plain loop.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
     for f in fields(RunConfig):
@@ -254,6 +254,17 @@ def check_against_model(cfg: RunConfig, config) -> None:
 def fingerprint(cfg: RunConfig) -> dict:
     """What a checkpoint must agree with to be resumed: every setting of the run, but how to run it."""
     return {f.name: getattr(cfg, f.name) for f in fields(RunConfig) if f.name not in NOT_SAVED + ("out",)}
+
+
+def validations_for(cfg: RunConfig, total_steps: int) -> int:
+    """How many validations the run makes: --validations, at most one a step. The default fits itself to a short
+    run; a number asked for that the run's steps cannot hold is refused (two would fall on one step)."""
+    if cfg.validations <= total_steps:
+        return cfg.validations
+    if cfg.validations == RunConfig.__dataclass_fields__["validations"].default:
+        return total_steps
+    raise UserError(f"--validations {cfg.validations} is more than the run's {total_steps} steps; "
+                    f"ask for at most {total_steps}")
 
 
 def refuse_flags_beside_resume(cfg: RunConfig) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from minibert import train_state
+from minibert.training import train_state
 from minibert.errors import UserError
-from minibert.runfolder import Run, atomic_write_text
+from minibert.training.runfolder import Run, atomic_write_text
 from train_config import RunConfig, check, fingerprint, refuse_flags_beside_resume
 
 RUN_OUTPUTS = ("run_config.json", "metrics.jsonl", "report.json", train_state.CHECKPOINT, "model", "adapter",

@@ -5,6 +5,7 @@ import copy
 from pathlib import Path
 
 import lora
+import minibert
 import quant
 from train_config import HEAD, RunConfig
 
@@ -22,7 +23,7 @@ def export(model, tokenizer, run_folder: Path, cfg: RunConfig) -> None:
         if cfg.method == "qlora":  # merging into 4-bit weights would re-quantize them: merge into a float copy
             model = quant.dequantize_model(model)
         model = lora.merge_and_unload(model)
-    model.save_pretrained(run_folder / "model")
+    minibert.save_pretrained(model, run_folder / "model")
     tokenizer.save_pretrained(run_folder / "model", model_max_length=cfg.max_len)  # the length it was trained at
 
 

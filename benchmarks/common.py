@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import minibert
-from minibert.cuda_graphs import ShapeGraphs, keep_grads
+from minibert.training.cuda_graphs import ShapeGraphs, keep_grads
 
 REPO = Path(__file__).resolve().parents[1]
 MINILM = "all-MiniLM-L6-v2"
@@ -68,7 +68,7 @@ def theirs_from(ours: nn.Module, implementations=("sdpa",), device: str = "cpu",
 
     out = {}
     with tempfile.TemporaryDirectory() as folder:
-        ours.save_pretrained(folder)
+        minibert.save_pretrained(ours, folder)
         for impl in implementations:
             hf = transformers.AutoModelForSequenceClassification.from_pretrained(
                 folder, attn_implementation=impl, **kwargs)
@@ -95,7 +95,7 @@ def imdb_reviews(data_dir: Path, split: str = "train", n: int | None = None,
                  seed: int = 0) -> tuple[list[str], np.ndarray]:
     """`n` reviews of a seeded shuffle of the split (all of it, in file order, when n is None) and their labels
     (0 = negative, 1 = positive)."""
-    from minibert.data import cache_root, load_raw_splits
+    from minibert.training.data import cache_root, load_raw_splits
 
     raw = load_raw_splits(data_dir, cache_root())[split]
     rows = np.arange(len(raw)) if n is None else np.random.default_rng(seed).permutation(len(raw))[:n]
@@ -199,7 +199,7 @@ def stepper(model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer | No
             cuda_graphs: bool = False):
     """A no-argument function running `steps` training steps of `model` on `batch` (its own optimizer), back to
     back as in a training loop: on a GPU the CPU queues step k+1 while step k runs. `cuda_graphs`: through
-    minibert.cuda_graphs.ShapeGraphs (forward and backward replayed from recorded graphs)."""
+    minibert.training.cuda_graphs.ShapeGraphs (forward and backward replayed from recorded graphs)."""
     model.train()
     optimizer = optimizer or make_optimizer(model)
     forward = model
@@ -216,7 +216,7 @@ def stepper(model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer | No
 def whole_step_graph(model: nn.Module, batch: dict, steps: int = 1, clip_in_optimizer: bool = False,
                      compile_update: bool = False, warmup: int = 3, max_norm: float = 1.0):
     """Like `stepper`, but each step is ONE replay of a CUDA graph that holds the whole step: forward, loss,
-    backward, clipping and AdamW. (minibert.cuda_graphs records forward and backward only; the optimizer still
+    backward, clipping and AdamW. (minibert.training.cuda_graphs records forward and backward only; the optimizer still
     launches its kernels from Python there, and the backward adds into .grad buffers of our own.)
 
     What recording the whole step asks for, following torch.cuda.graph's documentation:

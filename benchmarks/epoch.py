@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 import minibert
-from minibert.batching import Collator, LengthBucketBatchSampler, padding_fraction
+from minibert.training.batching import Collator, LengthBucketBatchSampler, padding_fraction
 from train import linear_warmup_decay
 
 from . import common

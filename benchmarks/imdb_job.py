@@ -8,7 +8,7 @@ test 90.86%): transformers' BertForSequenceClassification from the same all-Mini
 256, 2 epochs, random batches padded to their longest review, AdamW (fused on CUDA) at lr 5e-5 with 10% linear
 warmup, gradient clipping at 1.0, bf16 autocast with fp32 master weights (loaded with dtype=float32: transformers 5
 keeps a checkpoint's stored dtype, and a float16 copy of the weights would not train). It trains on the reviews
-train.py trains on (minibert.data.prepare_imdb with train.py's seed 0 and truncation: with the CUDA defaults, 24,000
+train.py trains on (minibert.training.data.prepare_imdb with train.py's seed 0 and truncation: with the CUDA defaults, 24,000
 of the 25,000; the other 1,000 are train.py's validation set) and reads the loss only every 50 steps, so it does not
 wait for the GPU after each step: its best case, no handicap.
 
@@ -35,8 +35,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from minibert.batching import Collator, LengthBucketBatchSampler  # noqa: E402
-from minibert.errors import UserError, run_cli  # noqa: E402
+from minibert.training.batching import Collator, LengthBucketBatchSampler  # noqa: E402
+from minibert.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 
 from .common import REPO  # noqa: E402
 from .timing import Row, format_table  # noqa: E402
@@ -46,7 +46,7 @@ VARIANTS = {"eager": [], "eager8": ["--pad-multiple", "8"], "graphs": ["--cuda-g
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data", required=True, help="IMDB folder (train/test parquet)")
     parser.add_argument("--out", type=Path, default=Path("runs/imdb_job"), help="where the runs and JSON go")
@@ -100,7 +100,7 @@ def reference_run(args) -> dict:
     import transformers
 
     import minibert
-    from minibert.data import prepare_imdb
+    from minibert.training.data import prepare_imdb
     from train import linear_warmup_decay  # the same schedule train.py uses
 
     folder = minibert.paths.resolve_model_dir(minibert.paths.OFFLINE_MINILM)

@@ -4,7 +4,7 @@
 - transformers: its fast tokenizer (the same Rust library underneath), one batched call: the best HF path.
 - per example: `datasets.Dataset.map(tokenize)` without `batched=True`, one Python call per review.
   It is slow, so it is timed on a subset and scaled linearly (the row name says so).
-- cached: `minibert.data.tokenize_rows` a second time, which reads token ids from its .npz cache instead of
+- cached: `minibert.training.data.tokenize_rows` a second time, which reads token ids from its .npz cache instead of
   tokenizing (in a private temporary cache folder, so no earlier run can help the first one).
 All of them truncate at the same max length and add [CLS]/[SEP]. Full mode: all 25,000 train reviews; --quick: the
 first 5,000, said in the row names.
@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from minibert.data import cache_root, load_raw_splits, tokenize_rows
+from minibert.training.data import cache_root, load_raw_splits, tokenize_rows
 from minibert.paths import minilm_dir
 
 from .timing import Row, interleaved, median

@@ -18,8 +18,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import minibert  # noqa: E402
-from minibert.batching import Collator, LengthBucketBatchSampler  # noqa: E402
-from minibert.data import prepare_imdb  # noqa: E402
+from minibert.training.batching import Collator, LengthBucketBatchSampler  # noqa: E402
+from minibert.training.data import prepare_imdb  # noqa: E402
 
 
 def batches(split, pad_id: int, shuffle: bool, batch_size: int = 8):

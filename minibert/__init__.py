@@ -2,7 +2,8 @@
 
 Public API (README lists it with examples):
     load_encoder(path)            -> Encoder:    forward(input_ids, attention_mask) -> (B, T, D)
-    load_classifier(path, n)      -> Classifier: forward(input_ids, attention_mask) -> logits (B, n); .save_pretrained(dir)
+    load_classifier(path, n)      -> Classifier: forward(input_ids, attention_mask) -> logits (B, n)
+    save_pretrained(model, dir)   -> config.json + model.safetensors that transformers loads
     build_classifier(config)      -> a randomly initialised Classifier (config: Config or preset(name))
     load_tokenizer(path)          -> Tokenizer:  tokenizer(texts, max_length) -> {"input_ids", "attention_mask"}
 `path` is a local Hugging Face folder or the name "all-MiniLM-L6-v2" (the offline pretrained weights).

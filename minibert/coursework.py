@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from minibert.errors import UserError, run_cli
+from minibert.errors import ArgumentParser, UserError, run_cli
 
 HERE = Path(__file__).resolve().parents[1]  # the repository this module was loaded from
 TESTS = "tests/assignments"
@@ -363,7 +363,7 @@ def print_grade(record: dict, verbose: bool = False) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minibert.coursework", description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog="python -m minibert.coursework", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("student", help="write a student copy: solution regions replaced by NotImplementedError")

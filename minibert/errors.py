@@ -10,12 +10,21 @@ lora/ and quant/ never import minibert, so they raise their own types (lora.Adap
 a command that composes them passes those to `run_cli` as `also`.
 """
 
+import argparse
 import os
 import sys
 
 
 class UserError(ValueError):
     """Bad input a user can fix. A ValueError, so callers that caught ValueError before still do."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, except that a flag it cannot read (`--lr fast`, an unknown flag, a missing argument) is a
+    UserError like any other: one line, `error: ...`, instead of argparse's usage block and message."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def debug_requested(argv: list[str] | None = None) -> bool:

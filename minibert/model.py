@@ -107,12 +107,6 @@ class Classifier(nn.Module):
         """Our module path -> the checkpoint's (`*ForSequenceClassification`); lora's adapter files use these names."""
         return hf_module_name(path, self.config)
 
-    def save_pretrained(self, folder) -> None:
-        """Write config.json + model.safetensors in Hugging Face layout (see checkpoint.py)."""
-        from .checkpoint import save_pretrained
-
-        save_pretrained(self, folder)
-
 
 def set_fast_paths(model: nn.Module, fused_qkv: bool = False, skip_full_mask: bool = False,
                    bf16_residual: bool = False, first_token_only: bool = False) -> nn.Module:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import check_tokenizer_fits, load_classifier
-from .errors import UserError, run_cli
+from .errors import ArgumentParser, UserError, run_cli
 from .tokenizer import load_tokenizer
 
 LABELS = ("negative", "positive")  # for 2-label models saved without names (before config.json carried them)
@@ -137,7 +137,7 @@ def print_table(rows: list[dict]) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m minibert.predict", description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog="python -m minibert.predict", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("run", type=Path, help="run folder written by train.py (or a model folder)")
     parser.add_argument("texts", nargs="*", help="texts to classify; none and no --file: read standard input")

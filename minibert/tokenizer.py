@@ -26,7 +26,7 @@ import torch
 from tokenizers import Tokenizer as RustTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
-from minibert.errors import UserError
+from minibert.errors import ArgumentParser, UserError
 from minibert.paths import OFFLINE_MINILM, resolve_model_dir
 
 # BERT's special tokens. [CLS] opens every sequence (its final hidden state is what a classifier reads),
@@ -159,7 +159,7 @@ class Tokenizer:
     @property
     def fingerprint(self) -> str:
         """A hash of the whole pipeline (vocabulary, normalizer, ...): two tokenizers with the same fingerprint
-        give the same ids, so cached token ids can be keyed on it (see minibert/data.py). The same before and
+        give the same ids, so cached token ids can be keyed on it (see minibert/training/data.py). The same before and
         after any call."""
         return self._fingerprint
 
@@ -278,7 +278,7 @@ def check_max_length_flag(max_length: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m minibert.tokenizer",
         description="Show how BERT's WordPiece tokenizer splits text into tokens and ids.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

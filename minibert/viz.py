@@ -30,7 +30,7 @@ from torch import nn
 
 from .attention import MultiHeadSelfAttention, padding_bias
 from .checkpoint import load_encoder
-from .errors import UserError, run_cli
+from .errors import ArgumentParser, UserError, run_cli
 from .model import Classifier, Encoder
 from .paths import OFFLINE_MINILM, resolve_model_dir
 from .predict import model_folder
@@ -137,7 +137,7 @@ def attention_command(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m minibert.viz", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m minibert.viz", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     attention = commands.add_parser(
         "attention", help="per layer and head, what one token (default [CLS]) attends to in a text",

@@ -17,7 +17,7 @@ TINY = minibert.Config(vocab_size=40, dim=16, n_layers=2, n_heads=2, hidden_dim=
 @pytest.fixture
 def saved(tmp_path):
     """A tiny BERT-family classifier saved in Hugging Face layout; returns its folder."""
-    minibert.build_classifier(TINY).save_pretrained(tmp_path)
+    minibert.save_pretrained(minibert.build_classifier(TINY), tmp_path)
     return tmp_path
 
 
@@ -136,7 +136,7 @@ def test_a_classifier_keeps_its_number_of_labels_and_their_names(tmp_path):
     ids = torch.randint(1000, 30522, (2, 9))
     with torch.no_grad():
         torch.testing.assert_close(ours(ids), theirs(input_ids=ids).logits, atol=1e-5, rtol=0)
-    ours.save_pretrained(tmp_path / "ours")
+    minibert.save_pretrained(ours, tmp_path / "ours")
     assert hf.AutoConfig.from_pretrained(tmp_path / "ours").id2label == names
     tokenizer = minibert.load_tokenizer("all-MiniLM-L6-v2")
     label, _ = predict.predict(ours, tokenizer, ["a film"], max_len=16)[0]
@@ -163,9 +163,9 @@ def test_save_pretrained_refuses_adapters_and_4bit_weights_with_a_way_out(tmp_pa
     config = TINY.with_(dim=64, n_heads=2, hidden_dim=64)
     wrapped = lora.inject(minibert.build_classifier(config), r=2, alpha=4)
     with pytest.raises(CheckpointError, match="lora.merge_and_unload"):
-        wrapped.save_pretrained(tmp_path / "lora")
+        minibert.save_pretrained(wrapped, tmp_path / "lora")
     four_bit = minibert.build_classifier(config)
     quant.quantize_model(four_bit, skip=("pre_classifier", "classifier"))  # in place
     with pytest.raises(CheckpointError, match="quant.dequantize_model"):
-        four_bit.save_pretrained(tmp_path / "4bit")
+        minibert.save_pretrained(four_bit, tmp_path / "4bit")
     assert not (tmp_path / "lora").exists() and not (tmp_path / "4bit").exists()

@@ -1,4 +1,4 @@
-"""CUDA graphs for training (minibert/cuda_graphs.py) and the padding that keeps their shapes few.
+"""CUDA graphs for training (minibert/training/cuda_graphs.py) and the padding that keeps their shapes few.
 
 On CPU: PadToMultiple's padding is only padding (the model's output is unchanged), and the graph runner refuses
 what it cannot do, with a message. On a GPU (`-m gpu`): a replayed step computes the eager step's loss and
@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 import minibert
-from minibert.batching import Collator, PadToMultiple
-from minibert.cuda_graphs import ShapeGraphs, keep_grads
+from minibert.training.batching import Collator, PadToMultiple
+from minibert.training.cuda_graphs import ShapeGraphs, keep_grads
 
 TINY = dict(vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64)
 gpu = pytest.mark.gpu

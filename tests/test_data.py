@@ -1,4 +1,4 @@
-"""minibert.data and minibert.batching: sources, bad-data messages, seeded splits, the token cache, batching.
+"""minibert.training.data and minibert.training.batching: sources, bad-data messages, seeded splits, the token cache, batching.
 
 Tiny csv / parquet / aclImdb trees are written into tmp_path; each review there is "row <i>", so decoding a
 tokenized example tells which source row it came from. Real IMDB is used for one end-to-end split and for the
@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from minibert import data
-from minibert.batching import Collator, LengthBucketBatchSampler, padding_fraction
-from minibert.data import DataError, prepare_imdb, tokenize_full_split
+from minibert.training import data
+from minibert.training.batching import Collator, LengthBucketBatchSampler, padding_fraction
+from minibert.training.data import DataError, prepare_imdb, tokenize_full_split
 from minibert.tokenizer import load_tokenizer
 
 

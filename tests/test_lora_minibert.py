@@ -45,7 +45,7 @@ def test_minibert_adapter_loads_in_peft(tmp_path, config):
     """minibert LoRA (targets picked per family) -> save_adapter -> PeftModel.from_pretrained on the exported
     transformers model -> the same logits, so the head travelled with the adapter."""
     base = minibert.build_classifier(config).eval()
-    base.save_pretrained(tmp_path / "base")
+    minibert.save_pretrained(base, tmp_path / "base")
     ours = lora.inject(base, r=4, alpha=8, dropout=0.0)
     perturb_lora_and_head(ours)
     lora.save_adapter(ours, tmp_path / "adapter", modules_to_save=HEAD)
@@ -71,7 +71,7 @@ def test_peft_adapter_loads_in_minibert(tmp_path, case):
     """A peft adapter (LoRA on the query/value projections, the head in modules_to_save) trained on transformers'
     model loads into minibert's classifier with no name map, head included, with the same logits."""
     config, targets, heads = PEFT_CASES[case]
-    minibert.build_classifier(config).save_pretrained(tmp_path / "base")
+    minibert.save_pretrained(minibert.build_classifier(config), tmp_path / "base")
     theirs = hf.AutoModelForSequenceClassification.from_pretrained(tmp_path / "base")
     theirs = get_peft_model(theirs, LoraConfig(r=4, lora_alpha=8, target_modules=targets, modules_to_save=heads))
     perturb_lora_and_head(theirs)
@@ -88,7 +88,7 @@ def test_peft_adapter_loads_in_minibert(tmp_path, case):
 def test_encoder_adapter_loads_in_peft_on_the_bare_model(tmp_path):
     """LoRA on minibert's bare Encoder saves under the bare checkpoint's names (no `distilbert.` prefix): peft
     loads it onto transformers' DistilBertModel and gives the same last hidden state."""
-    minibert.build_classifier(DISTIL).save_pretrained(tmp_path / "base")
+    minibert.save_pretrained(minibert.build_classifier(DISTIL), tmp_path / "base")
     ours = lora.inject(minibert.load_encoder(tmp_path / "base"), r=4, alpha=8, dropout=0.0)
     perturb_lora_and_head(ours)
     lora.save_adapter(ours, tmp_path / "adapter", modules_to_save=())

@@ -161,7 +161,7 @@ def test_real_minilm_classifier_and_export_round_trip(tmp_path, minilm_batch):
     weight (nothing missing, nothing unexpected) and gives the same logits; reloading it in minibert does too."""
     ids, mask = minilm_batch
     ours = minibert.load_classifier("all-MiniLM-L6-v2")
-    ours.save_pretrained(tmp_path / "export")
+    minibert.save_pretrained(ours, tmp_path / "export")
     theirs, info = hf.AutoModelForSequenceClassification.from_pretrained(
         tmp_path / "export", output_loading_info=True, attn_implementation="sdpa")
     assert type(theirs).__name__ == "BertForSequenceClassification"
@@ -179,7 +179,7 @@ def test_random_distilbert_export_round_trip(tmp_path):
     config = minibert.Config(vocab_size=50, dim=24, n_layers=2, n_heads=2, hidden_dim=40,
                              max_position_embeddings=32, sinusoidal_pos_embds=True, num_labels=4)
     ours = minibert.build_classifier(config).eval()
-    ours.save_pretrained(tmp_path)
+    minibert.save_pretrained(ours, tmp_path)
     theirs, info = hf.AutoModelForSequenceClassification.from_pretrained(tmp_path, output_loading_info=True)
     assert type(theirs).__name__ == "DistilBertForSequenceClassification"
     assert not info["missing_keys"] and not info["unexpected_keys"], info

@@ -91,11 +91,11 @@ def test_entry_points_name_the_two_commands(wheel):
 
 
 def test_wheel_holds_the_scripts_and_every_package_module(wheel):
-    """train.py, train_config.py, train_folder.py, train_outputs.py and each .py file of minibert/, lora/, quant/
-    are in the wheel; the tests are not."""
+    """train.py, train_config.py, train_folder.py, train_outputs.py and each .py file of minibert/ (minibert/training/
+    included), lora/, quant/ are in the wheel; the tests are not."""
     names = set(wheel.namelist())
     assert set(SCRIPTS) <= names
     for package in PACKAGES:
-        modules = {f"{package}/{p.name}" for p in (REPO / package).glob("*.py")}
+        modules = {p.relative_to(REPO).as_posix() for p in (REPO / package).rglob("*.py")}
         assert f"{package}/__init__.py" in modules and modules <= names, sorted(modules - names)
     assert not any(name.startswith("tests/") for name in names)

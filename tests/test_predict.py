@@ -32,7 +32,7 @@ def run_dir(tmp_path_factory) -> Path:
     """A finished run folder: model/ as train.py exports it, and a run_config.json that predict must not need."""
     run = tmp_path_factory.mktemp("predict") / "run"
     torch.manual_seed(0)
-    minibert.build_classifier(TINY).save_pretrained(run / "model")
+    minibert.save_pretrained(minibert.build_classifier(TINY), run / "model")
     minibert.load_tokenizer("all-MiniLM-L6-v2").save_pretrained(run / "model", model_max_length=LIMIT)
     (run / "run_config.json").write_text("train.py's, unreadable on purpose")
     return run

@@ -17,9 +17,9 @@ from torch import nn
 
 import minibert
 import quant
-from minibert import data
+from minibert.training import data
 from minibert.checkpoint import CheckpointError, check_tokenizer_fits
-from minibert.data import DataError
+from minibert.training.data import DataError
 from minibert.tokenizer import load_tokenizer
 
 VOCAB = 100

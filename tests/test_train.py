@@ -150,7 +150,7 @@ def step(self, *args, **kwargs):
 torch.optim.AdamW.step = step
 """,
     "end-of-epoch checkpoint": """
-from minibert import train_state
+from minibert.training import train_state
 save = train_state.save
 def save_with_ctrl_c(run_dir, **state):
     if (state["epoch"], state["batch"]) == (1, 0) and not calls:

@@ -24,9 +24,10 @@ import torch
 
 import minibert
 from minibert.errors import UserError
-from minibert.runfolder import Run
+from minibert.training.runfolder import Run
 from minibert.tokenizer import Tokenizer, keep_tokens, load_tokenizer
 from test_train import CTRL_C_AT, REPO, args_for, comparable, run_patched, train
+from train_config import RunConfig, validations_for
 
 VAL_STEPS = [3, 5, 8, 10]  # --validations 4 over 10 steps: ceil(10 * j / 4) for j = 1..4
 
@@ -44,14 +45,10 @@ def files(folder: Path) -> dict[str, bytes] | None:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def refusal(argv, capsys) -> str:
-    """The message train.main refuses `argv` with: a UserError's, or argparse's (exit 2) for a value that is not of
-    the flag's type."""
-    with pytest.raises((UserError, SystemExit)) as caught:
+def refusal(argv) -> str:
+    """The message train.main refuses `argv` with (a value argparse cannot read is a UserError too)."""
+    with pytest.raises(UserError) as caught:
         train.main(argv)
-    if isinstance(caught.value, SystemExit):
-        assert caught.value.code == 2
-        return capsys.readouterr().err
     return str(caught.value)
 
 
@@ -88,23 +85,33 @@ BAD_FLAGS = [
     (["--cls-only", "--pooling", "mean"], "--cls-only needs --pooling cls"),
     (["--cuda-graphs"], "--cuda-graphs needs --device cuda"),
     (["--train-samples", "0"], "--train-samples must be a whole number of at least 1, or all"),
-    (["--train-samples", "x"], "--train-samples"),
+    (["--train-samples", "x"], "argument --train-samples: invalid"),
+    (["--lr", "fast"], "argument --lr: invalid float value: 'fast' (see"),
     (["--val-samples", "all"], "--val-samples must be a whole number of at least 1, got 'all'"),
     (["--grad-accum", "3"], "--batch-size must be divisible by --grad-accum (3), got 8"),
     (["--lora-targets", "q_lin"], "--lora-targets applies to --method lora or qlora only"),
     (["--validations", "0"], "--validations must be a whole number of at least 1"),
+    (["--validations", "11"], "--validations 11 is more than the run's 10 steps"),  # 2 epochs of 5 steps
     (["--epochs", "0"], "--epochs must be a whole number of at least 1"),
     (["--method", "qlora", "--compute-dtype", "float16"], "--compute-dtype float16 matmuls are not implemented"),
 ]
 
 
 @pytest.mark.parametrize("flags, message", BAD_FLAGS, ids=[" ".join(flags) for flags, _ in BAD_FLAGS])
-def test_a_bad_flag_is_refused_by_name_and_no_run_folder_is_made(tmp_path, tiny_dir, imdb_dir, capsys, flags,
-                                                                 message):
+def test_a_bad_flag_is_refused_by_name_and_no_run_folder_is_made(tmp_path, tiny_dir, imdb_dir, flags, message):
     """Each bad value is refused before any work, with a message naming the flag, and --out is never created."""
     out = tmp_path / "out"
-    assert message in refusal(tiny_run(tiny_dir, imdb_dir, out, *flags), capsys)
+    assert message in refusal(tiny_run(tiny_dir, imdb_dir, out, *flags))
     assert not out.exists()
+
+
+def test_the_default_validations_fit_a_short_run_and_an_asked_number_does_not():
+    """The default (4) becomes one validation a step on a 2-step run; `--validations 6` on it is refused (above)."""
+    assert validations_for(RunConfig(), 10) == 4
+    assert validations_for(RunConfig(), 2) == 2
+    assert validations_for(RunConfig(validations=2), 2) == 2
+    with pytest.raises(UserError, match="--validations 6 is more than the run's 2 steps"):
+        validations_for(RunConfig(validations=6), 2)
 
 
 def edit_seed(folder: Path) -> None:
@@ -130,7 +137,7 @@ BAD_FOLDERS = {
 
 @pytest.mark.parametrize("case", BAD_FOLDERS)
 def test_a_run_folder_in_the_wrong_state_is_refused_and_left_byte_identical(tmp_path, tiny_dir, imdb_dir, finished,
-                                                                            capsys, case):
+                                                                            case):
     """A new run into a folder holding run output (with or without its checkpoint), or a resume the folder cannot
     honour, is refused with the reason, and every file of the folder keeps its bytes."""
     edit, resume_flags, message = BAD_FOLDERS[case]
@@ -140,7 +147,7 @@ def test_a_run_folder_in_the_wrong_state_is_refused_and_left_byte_identical(tmp_
         edit(run)
     before = files(run)
     argv = tiny_run(tiny_dir, imdb_dir, run) if resume_flags is None else ["--resume", str(run), *resume_flags]
-    assert message in refusal(argv, capsys)
+    assert message in refusal(argv)
     assert files(run) == before
 
 

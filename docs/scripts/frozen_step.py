@@ -18,7 +18,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import minibert  # noqa: E402
-from minibert.runfolder import device_name  # noqa: E402
+from minibert.training.runfolder import device_name  # noqa: E402
 from train_config import cpu_multiplies_bf16  # noqa: E402
 
 

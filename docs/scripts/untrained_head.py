@@ -25,9 +25,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import minibert  # noqa: E402
-from minibert.batching import Collator, LengthBucketBatchSampler  # noqa: E402
-from minibert.data import prepare_imdb  # noqa: E402
-from minibert.runfolder import device_name  # noqa: E402
+from minibert.training.batching import Collator, LengthBucketBatchSampler  # noqa: E402
+from minibert.training.data import prepare_imdb  # noqa: E402
+from minibert.training.runfolder import device_name  # noqa: E402
 from train_config import DEVICE_DEFAULTS, RunConfig  # noqa: E402
 
 MODEL = "all-MiniLM-L6-v2"

@@ -1,6 +1,6 @@
 """Assignment 01, collation: `Collator` turns tokenized reviews of different lengths into one padded batch.
 
-Graded code: minibert/batching.py `Collator.__call__` (region `collate`). Checked on hand-made examples and against
+Graded code: minibert/training/batching.py `Collator.__call__` (region `collate`). Checked on hand-made examples and against
 the reference, the `tokenizers` library's own batch padding of real reviews: same ids, same attention mask.
 Nothing else in minibert runs here. Docs: docs/assignments/01-collate.md.
 """
@@ -10,7 +10,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
-from minibert.batching import Collator
+from minibert.training.batching import Collator
 
 
 def test_pads_on_the_right_to_the_longest():

@@ -51,7 +51,7 @@ class PadToMultiple:
 
     Trades a little padding for few distinct shapes: with T rounded up to a multiple of 32, reviews cut at 256
     tokens give 8 batch widths instead of up to 256. That is what CUDA graphs need (one recording per shape,
-    minibert/cuda_graphs.py), and what lets tensor cores work on aligned matrices. The added positions are
+    minibert/training/cuda_graphs.py), and what lets tensor cores work on aligned matrices. The added positions are
     padding like any other: [PAD] ids, mask 0.
     """
 

@@ -14,7 +14,7 @@ What a graph fixes, and what that asks of us:
 - Shapes and addresses. A graph replays the same kernels on the same memory. So one graph is recorded per input
   shape (B, T) and per "mask or no mask", and a batch is copied into the graph's own input tensors before a
   replay (torch.cuda.make_graphed_callables does this). With dynamic padding every batch has its own T;
-  minibert.batching.PadToMultiple cuts that to a few shapes, each recorded the first time it is seen.
+  minibert.training.batching.PadToMultiple cuts that to a few shapes, each recorded the first time it is seen.
   train.py --cuda-graphs pads to --max-len and keeps the all-ones mask of an unpadded batch: one width, always
   with a mask, so a single recording serves every batch.
 - The weights are read where they live: the optimizer must update them in place (AdamW does), never replace them.

@@ -5,7 +5,7 @@ What is here, in the order the data flows:
    folder, or (c) the Hugging Face hub dataset `scikit-learn/imdb` (online only), each into a `RawSplit`
    (labels up front, texts read only for the rows we use);
 2. `TokenizedSplit`, a torch Dataset of token ids stored flat (one int32 array + offsets), with `lengths` for
-   bucketing (minibert/batching.py) and `labels` (0 = negative, 1 = positive);
+   bucketing (minibert/training/batching.py) and `labels` (0 = negative, 1 = positive);
 3. tokenization with an on-disk cache under $MINIBERT_CACHE (default ~/.cache/minibert), so a second run pays
    only for reading one .npz file (datasets' Arrow copies of local parquet/csv files go there too);
 4. `prepare_imdb`, the recipe train.py uses: seeded shuffle, carve val then train, pick a fixed eval_samples

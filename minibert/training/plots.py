@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 def plot_curves(train: list[dict], val: list[dict], out: Path) -> None:
     """Left: training loss per logged step and validation loss at each validation. Right: validation accuracy.
 
-    `train` and `val` are metrics.jsonl records (see minibert/runfolder.py)."""
+    `train` and `val` are metrics.jsonl records (see minibert/training/runfolder.py)."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot([m["step"] for m in train], [m["loss"] for m in train], label="train (running mean)")
     ax_loss.plot([m["step"] for m in val], [m["loss"] for m in val], "o-", label="validation")
