@@ -38,7 +38,7 @@ CUDA_PARTS = ("mfu", "minilm", "inference", "adapters")  # benchmarks/cuda.py PA
 
 def parse_args(argv):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="reduced sizes and repeats (~minutes on 2 CPU cores)")
     parser.add_argument("--cuda-only", action="store_true", help="run only the CUDA rows (needs a GPU)")
     parser.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")

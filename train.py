@@ -10,8 +10,8 @@ What is unusual here, on purpose:
   anything is written; a run folder holding another run's output is never written into without --overwrite.
 - Crash safety. Every --save-every optimizer steps and at each epoch end, the trainable weights, optimizer,
   schedule, RNG states, data position and a fingerprint of the settings are written atomically
-  (minibert/training/train_state.py). A run killed with SIGKILL and resumed ends with bitwise the same weights and metrics
-  as an uninterrupted one (CPU, same seed). Ctrl-C saves and exits when the current step is done (so that it
+  (minibert/training/train_state.py). A run killed with SIGKILL and resumed ends with bitwise the same weights and
+  metrics as an uninterrupted one (CPU, same seed). Ctrl-C saves and exits when the current step is done (so that it
   resumes exactly too); a NaN/inf loss stops the run and keeps the last good checkpoint.
 - No DataLoader: batches are lists of indices from a sampler whose order is a pure function of (seed, epoch),
   collated in the loop. A DataLoader would draw from the global RNG each epoch, which breaks exact resume, and
@@ -53,7 +53,7 @@ from minibert.training.data import prepare_imdb  # noqa: E402
 from minibert.errors import UserError, run_cli  # noqa: E402
 from minibert.training.metrics import confusion_matrix, metrics_from_confusion  # noqa: E402
 from minibert.training.plots import plot_confusion, plot_curves  # noqa: E402
-from minibert.training.runfolder import Run, atomic_write_text, device_name, peak_memory_mb  # noqa: E402
+from minibert.training.runfolder import Run, atomic_write_text, device_name, peak_memory_mb, writing  # noqa: E402
 from quant.model import count_bytes  # noqa: E402
 from train_config import (HEAD, RunConfig, check_against_model, fingerprint, parse_args, resolve,  # noqa: E402
                           validations_for)
@@ -355,7 +355,8 @@ def train(cfg: RunConfig, folder: Path | None, resume_from: dict | None) -> dict
         return {}
     run.log(type="eval", split="test", step=step, epoch=epoch, **test)
     val = run.records("eval", "val")[-1]
-    export(model, tokenizer, run.folder, cfg)
+    with writing(run.folder / "model", run.folder):
+        export(model, tokenizer, run.folder, cfg)
     return dict(val_accuracy=val["accuracy"], val_f1=val["f1"], val_loss=val["loss"], test_accuracy=test["accuracy"],
                 test_f1=test["f1"], test_loss=test["loss"], test_confusion=test["confusion"],
                 train_seconds=train_seconds, loop_seconds=loop_seconds, test_eval_seconds=eval_seconds, steps=step,

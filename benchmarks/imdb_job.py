@@ -8,9 +8,9 @@ test 90.86%): transformers' BertForSequenceClassification from the same all-Mini
 256, 2 epochs, random batches padded to their longest review, AdamW (fused on CUDA) at lr 5e-5 with 10% linear
 warmup, gradient clipping at 1.0, bf16 autocast with fp32 master weights (loaded with dtype=float32: transformers 5
 keeps a checkpoint's stored dtype, and a float16 copy of the weights would not train). It trains on the reviews
-train.py trains on (minibert.training.data.prepare_imdb with train.py's seed 0 and truncation: with the CUDA defaults, 24,000
-of the 25,000; the other 1,000 are train.py's validation set) and reads the loss only every 50 steps, so it does not
-wait for the GPU after each step: its best case, no handicap.
+train.py trains on (minibert.training.data.prepare_imdb with train.py's seed 0 and truncation: with the CUDA defaults,
+24,000 of the 25,000; the other 1,000 are train.py's validation set) and reads the loss only every 50 steps, so it
+does not wait for the GPU after each step: its best case, no handicap.
 
 minibert runs as a user runs it, `python train.py ...` in a subprocess, once per variant (`eager`: the defaults;
 `eager8`: --pad-multiple 8; `graphs`: --cuda-graphs; `graphs32`: --cuda-graphs --pad-multiple 32; `graphs-cls`:
@@ -47,7 +47,7 @@ VARIANTS = {"eager": [], "eager8": ["--pad-multiple", "8"], "graphs": ["--cuda-g
 
 def parse_args(argv):
     parser = ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data", required=True, help="IMDB folder (train/test parquet)")
     parser.add_argument("--out", type=Path, default=Path("runs/imdb_job"), help="where the runs and JSON go")
     parser.add_argument("--order", default="graphs,reference,eager",

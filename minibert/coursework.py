@@ -364,7 +364,7 @@ def print_grade(record: dict, verbose: bool = False) -> None:
 
 def main(argv=None) -> int:
     parser = ArgumentParser(prog="python -m minibert.coursework", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("student", help="write a student copy: solution regions replaced by NotImplementedError")
     p.add_argument("out", type=Path, help="a new or empty folder outside this repository")

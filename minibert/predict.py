@@ -138,7 +138,7 @@ def print_table(rows: list[dict]) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = ArgumentParser(prog="python -m minibert.predict", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("run", type=Path, help="run folder written by train.py (or a model folder)")
     parser.add_argument("texts", nargs="*", help="texts to classify; none and no --file: read standard input")
     parser.add_argument("--file", type=Path, help="a UTF-8 file with one text a line; - for standard input")

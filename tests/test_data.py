@@ -1,4 +1,4 @@
-"""minibert.training.data and minibert.training.batching: sources, bad-data messages, seeded splits, the token cache, batching.
+"""minibert.training.data and .batching: sources, bad-data messages, seeded splits, the token cache, batching.
 
 Tiny csv / parquet / aclImdb trees are written into tmp_path; each review there is "row <i>", so decoding a
 tokenized example tells which source row it came from. Real IMDB is used for one end-to-end split and for the

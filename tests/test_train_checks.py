@@ -264,6 +264,35 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, tiny_d
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 1
 
 
+def test_a_full_disk_at_the_export_is_one_line_and_a_resume_finishes_the_run(tmp_path, tiny_dir, imdb_dir, finished,
+                                                                              monkeypatch):
+    """Training is done and checkpointed when writing model/ fails with ENOSPC: a UserError says what to do; once
+    there is space, --resume evaluates and exports without training again, to the uninterrupted run's figures."""
+    import train_outputs
+
+    out, real_save = tmp_path / "full", train_outputs.minibert.save_pretrained
+
+    def no_space(model, folder):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(train_outputs.minibert, "save_pretrained", no_space)
+    with pytest.raises(UserError, match=r"cannot write .*model \(No space left on device\).*--resume"):
+        train.main(tiny_run(tiny_dir, imdb_dir, out))
+    monkeypatch.setattr(train_outputs.minibert, "save_pretrained", real_save)
+    report = train.main(["--resume", str(out)])
+    assert (out / "model" / "model.safetensors").is_file() and report["steps"] == 10
+    assert [r["step"] for r in Run(out).records("eval", "test")] == [10]  # one test line, not two
+    uninterrupted = json.loads((finished / "report.json").read_text())
+    for key in ("test_accuracy", "test_loss"):
+        assert report[key] == uninterrupted[key], key
+
+
+def test_a_metrics_line_that_cannot_be_written_is_one_line_naming_the_file(tmp_path):
+    (tmp_path / "metrics.jsonl").mkdir()  # any OSError on append; a full disk is another
+    with pytest.raises(UserError, match=r"cannot write .*metrics\.jsonl .*--resume"):
+        Run(tmp_path).log(type="train", step=1)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # --truncation
 # ---------------------------------------------------------------------------------------------------------------
@@ -333,8 +362,8 @@ def test_a_saved_tokenizer_keeps_its_truncation(tmp_path, minilm_dir, finished):
 def test_frozen_layers_get_no_gradient_and_no_optimizer_state(tiny_dir):
     """--freeze-layers 1 on 2 layers: the embeddings and layer 0 keep their weights and get no gradient (autograd
     stops above them); layer 1 and the head train, and only they are in AdamW's groups."""
-    cfg = train.resolve(train.parse_args(["--device", "cpu", "--init", "random", "--model", str(tiny_dir), "--max-len", "64",
-                                          "--freeze-layers", "1"]))
+    cfg = train.resolve(train.parse_args(["--device", "cpu", "--init", "random", "--model", str(tiny_dir),
+                                          "--max-len", "64", "--freeze-layers", "1"]))
     model, _ = train.build_model(cfg)
     logits = model(torch.randint(5, 50, (2, 8)), torch.ones(2, 8, dtype=torch.long))  # (B, 2)
     logits.sum().backward()

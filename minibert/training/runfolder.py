@@ -5,6 +5,7 @@ steps and {"type": "eval", "split": "val" | "test", "accuracy", "f1", ...} per e
 cuts it back to the length it had at the checkpoint, so lines written after the checkpoint are not doubled.
 """
 
+import contextlib
 import json
 import os
 import resource
@@ -21,7 +22,7 @@ class Run:
         self.metrics_path = self.folder / "metrics.jsonl"
 
     def log(self, **record) -> None:
-        with open(self.metrics_path, "a") as f:
+        with writing(self.metrics_path, self.folder), open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def n_lines(self) -> int:
@@ -48,6 +49,17 @@ class Run:
                     continue
                 raise UserError(f"{self.metrics_path}, line {number}, is not JSON; fix or delete that line") from None
         return [r for r in out if r.get("type") == type_ and (split is None or r.get("split") == split)]
+
+
+@contextlib.contextmanager
+def writing(path: Path, run_folder: Path):
+    """A write into the run folder that fails (a full disk, a folder made read-only) is the user's to fix: one line
+    saying so. The last checkpoint is whole (train_state.py writes it atomically), so a resume continues from it."""
+    try:
+        yield
+    except OSError as err:
+        raise UserError(f"cannot write {path} ({err.strerror or err}); free space, then resume with --resume "
+                        f"{run_folder}") from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -1,7 +1,7 @@
 """Assignment 01, collation: `Collator` turns tokenized reviews of different lengths into one padded batch.
 
-Graded code: minibert/training/batching.py `Collator.__call__` (region `collate`). Checked on hand-made examples and against
-the reference, the `tokenizers` library's own batch padding of real reviews: same ids, same attention mask.
+Graded code: minibert/training/batching.py `Collator.__call__` (region `collate`). Checked on hand-made examples and
+against the reference, the `tokenizers` library's own batch padding of real reviews: same ids, same attention mask.
 Nothing else in minibert runs here. Docs: docs/assignments/01-collate.md.
 """
 
