@@ -24,7 +24,7 @@ import torch
 
 import minibert
 from minibert.training.batching import Collator, LengthBucketBatchSampler, padding_fraction
-from train import linear_warmup_decay
+from train_model import linear_warmup_decay
 
 from . import common
 from .timing import Row

@@ -101,7 +101,7 @@ def reference_run(args) -> dict:
 
     import minibert
     from minibert.training.data import prepare_imdb
-    from train import linear_warmup_decay  # the same schedule train.py uses
+    from train_model import linear_warmup_decay  # the same schedule train.py uses
 
     folder = minibert.paths.resolve_model_dir(minibert.paths.OFFLINE_MINILM)
     tokenizer = minibert.load_tokenizer(folder)

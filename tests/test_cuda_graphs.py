@@ -67,12 +67,12 @@ def test_train_pads_batches_only_when_asked():
 def test_train_keeps_an_all_ones_mask_only_for_cuda_graphs():
     """Eager training drops a mask without padding (SDPA may then use its flash kernel); with CUDA graphs it is
     kept, so padded and unpadded batches of one width replay one recorded graph."""
-    import train
+    import train_loop
 
     full, padded = Collator(pad_id=0)(examples([4, 4])), Collator(pad_id=0)(examples([4, 2]))
-    assert "attention_mask" not in train.to_device(full, "cpu")
-    assert "attention_mask" in train.to_device(padded, "cpu")
-    assert train.to_device(full, "cpu", keep_mask=True)["attention_mask"].tolist() == [[1] * 4] * 2
+    assert "attention_mask" not in train_loop.to_device(full, "cpu")
+    assert "attention_mask" in train_loop.to_device(padded, "cpu")
+    assert train_loop.to_device(full, "cpu", keep_mask=True)["attention_mask"].tolist() == [[1] * 4] * 2
 
 
 def test_train_refuses_cuda_graphs_on_cpu():

@@ -21,6 +21,8 @@ from minibert.errors import UserError
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import train  # noqa: E402
+import train_loop  # noqa: E402
+import train_model  # noqa: E402
 
 
 def args_for(tiny_dir, imdb_dir, out, *extra) -> list[str]:
@@ -312,19 +314,19 @@ def test_tiny_model_overfits_32_reviews(imdb_dir, tiny_dir):
                                           "--max-len", "64", "--batch-size", "8", "--lr", "3e-3", "--warmup", "0",
                                           "--device", "cpu", "--pooling", "cls"]))
     torch.manual_seed(0)
-    model, tokenizer = train.build_model(cfg)
+    model, tokenizer = train_model.build_model(cfg)
     data = train.prepare_imdb(cfg.data, tokenizer, max_len=64, train_samples=32, val_samples=8, eval_samples=8)
     assert len(data["train"]) == 32
     collate = train.Collator(tokenizer.pad_id)
-    optimizer = train.make_optimizer(model, cfg)
+    optimizer = train_model.make_optimizer(model, cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     batches = [list(range(i, i + 8)) for i in range(0, 32, 8)]
-    before = train.evaluate(model, data["train"], collate, cfg, "train")
+    before = train_loop.evaluate(model, data["train"], collate, cfg, "train")
     model.train()
     for _ in range(40):
         for indices in batches:
-            train.train_step(model, optimizer, schedule, [indices], data["train"], collate, cfg)
-    after = train.evaluate(model, data["train"], collate, cfg, "train")
+            train_loop.train_step(model, optimizer, schedule, [indices], data["train"], collate, cfg)
+    after = train_loop.evaluate(model, data["train"], collate, cfg, "train")
     assert after["accuracy"] == 1.0 and after["loss"] < before["loss"] / 5, (before, after)
 
 

@@ -28,6 +28,7 @@ from minibert.training.runfolder import Run
 from minibert.tokenizer import Tokenizer, keep_tokens, load_tokenizer
 from test_train import CTRL_C_AT, REPO, args_for, comparable, run_patched, train
 from train_config import RunConfig, validations_for
+import train_model
 
 VAL_STEPS = [3, 5, 8, 10]  # --validations 4 over 10 steps: ceil(10 * j / 4) for j = 1..4
 
@@ -364,13 +365,13 @@ def test_frozen_layers_get_no_gradient_and_no_optimizer_state(tiny_dir):
     stops above them); layer 1 and the head train, and only they are in AdamW's groups."""
     cfg = train.resolve(train.parse_args(["--device", "cpu", "--init", "random", "--model", str(tiny_dir),
                                           "--max-len", "64", "--freeze-layers", "1"]))
-    model, _ = train.build_model(cfg)
+    model, _ = train_model.build_model(cfg)
     logits = model(torch.randint(5, 50, (2, 8)), torch.ones(2, 8, dtype=torch.long))  # (B, 2)
     logits.sum().backward()
     frozen = ("encoder.embeddings.", "encoder.layers.0.")
     for name, p in model.named_parameters():
         assert (p.grad is None) == name.startswith(frozen), name
-    in_optimizer = {id(p) for g in train.make_optimizer(model, cfg).param_groups for p in g["params"]}
+    in_optimizer = {id(p) for g in train_model.make_optimizer(model, cfg).param_groups for p in g["params"]}
     assert in_optimizer == {id(p) for name, p in model.named_parameters() if not name.startswith(frozen)}
 
 
@@ -384,7 +385,7 @@ def test_layer_decay_gives_each_depth_its_rate(tiny_config):
     cfg = train.resolve(train.parse_args(["--device", "cpu", "--lr", "1e-3", "--head-lr", "1e-2",
                                           "--layer-decay", "0.5"]))
     model = minibert.build_classifier(tiny_config.with_(num_labels=2))
-    optimizer = train.make_optimizer(model, cfg)
+    optimizer = train_model.make_optimizer(model, cfg)
     groups = [(id(p), g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]]
     assert sorted(i for i, _, _ in groups) == sorted(id(p) for p in model.parameters())
     lr, decay = {i: lr for i, lr, _ in groups}, {i: wd for i, _, wd in groups}

@@ -1,6 +1,6 @@
 """Assignment 05, the training step: forward, loss, backward over micro-batches, then clip, step, schedule, zero.
 
-Graded code: train.py `train_step` (region `training_step`). It runs on a tiny plain nn.Module (a bag of
+Graded code: train_loop.py `train_step` (region `training_step`). It runs on a tiny plain nn.Module (a bag of
 embeddings, not minibert) with a plain collate function, so no other assignment is involved; the reference is a
 hand-written step on one big batch. SGD without momentum is used so that a parameter's change is its gradient
 times the learning rate, which makes the gradient itself visible. Docs: docs/assignments/05-training-step.md.
@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.testing import assert_close
 
-import train
+import train_loop
+from train_config import RunConfig
 
 V, D, C, T, N = 20, 8, 2, 6, 8  # vocab, width, classes, tokens per example, examples
 
@@ -26,7 +27,7 @@ class BagOfEmbeddings(nn.Module):
         self.out = nn.Linear(D, C)
 
     def forward(self, input_ids, attention_mask=None):
-        if attention_mask is None:  # train.to_device drops a mask without padding
+        if attention_mask is None:  # train_loop.to_device drops a mask without padding
             attention_mask = torch.ones_like(input_ids)
         mask = attention_mask[:, :, None].float()  # (B, T, 1)
         pooled = (self.embed(input_ids) * mask).sum(1) / mask.sum(1)  # (B, D)
@@ -77,8 +78,8 @@ def test_one_batch_matches_the_reference_step(dataset, clip):
     """One micro-batch: the same update and the same returned loss (the batch mean) as the reference step."""
     ours, optimizer, schedule = setup()
     theirs, ref_optimizer, ref_schedule = setup()
-    loss = train.train_step(ours, optimizer, schedule, [[0, 1, 2, 3]], dataset, collate,
-                            train.RunConfig(device="cpu", clip=clip))
+    loss = train_loop.train_step(ours, optimizer, schedule, [[0, 1, 2, 3]], dataset, collate,
+                            RunConfig(device="cpu", clip=clip))
     ref_loss = reference_step(theirs, ref_optimizer, ref_schedule, dataset[:4], clip)
     assert float(loss) == pytest.approx(ref_loss, rel=1e-6)
     assert_same_parameters(ours, theirs)
@@ -88,8 +89,8 @@ def test_accumulated_micro_batches_equal_one_big_batch(dataset):
     """Uneven micro-batches [2, 3, 1] give the update and loss of one batch of 6: each review weighs the same."""
     ours, optimizer, schedule = setup()
     theirs, ref_optimizer, ref_schedule = setup()
-    loss = train.train_step(ours, optimizer, schedule, [[0, 1], [2, 3, 4], [5]], dataset, collate,
-                            train.RunConfig(device="cpu", clip=0.0))
+    loss = train_loop.train_step(ours, optimizer, schedule, [[0, 1], [2, 3, 4], [5]], dataset, collate,
+                            RunConfig(device="cpu", clip=0.0))
     ref_loss = reference_step(theirs, ref_optimizer, ref_schedule, dataset[:6], 0.0)
     assert float(loss) == pytest.approx(ref_loss, rel=1e-6)
     assert_same_parameters(ours, theirs)
@@ -99,8 +100,8 @@ def test_gradient_norm_is_clipped(dataset):
     """With clip c below the gradient norm, the SGD update (lr 1) has norm c: the whole gradient was rescaled."""
     ours, optimizer, schedule = setup(lr=1.0)
     before = [p.detach().clone() for p in ours.parameters()]
-    train.train_step(ours, optimizer, schedule, [[0, 1, 2, 3]], dataset, collate,
-                     train.RunConfig(device="cpu", clip=1e-3))
+    train_loop.train_step(ours, optimizer, schedule, [[0, 1, 2, 3]], dataset, collate,
+                     RunConfig(device="cpu", clip=1e-3))
     change = torch.cat([(p.detach() - b).flatten() for p, b in zip(ours.parameters(), before)])
     assert change.norm().item() == pytest.approx(1e-3, rel=1e-4)
 
@@ -108,8 +109,8 @@ def test_gradient_norm_is_clipped(dataset):
 def test_schedule_steps_and_gradients_are_cleared(dataset):
     """After the step the schedule has advanced once (the lr changed) and no gradient is left behind."""
     ours, optimizer, schedule = setup()
-    train.train_step(ours, optimizer, schedule, [[0, 1], [2, 3]], dataset, collate,
-                     train.RunConfig(device="cpu", clip=1.0))
+    train_loop.train_step(ours, optimizer, schedule, [[0, 1], [2, 3]], dataset, collate,
+                     RunConfig(device="cpu", clip=1.0))
     assert schedule.last_epoch == 1
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5 / 2)
     assert all(p.grad is None or not p.grad.any() for p in ours.parameters())
@@ -121,6 +122,6 @@ def test_frozen_parameters_do_not_change(dataset):
     ours.embed.weight.requires_grad_(False)
     frozen = ours.embed.weight.detach().clone()
     out_before = ours.out.weight.detach().clone()
-    train.train_step(ours, optimizer, schedule, [[0, 1, 2]], dataset, collate, train.RunConfig(device="cpu"))
+    train_loop.train_step(ours, optimizer, schedule, [[0, 1, 2]], dataset, collate, RunConfig(device="cpu"))
     assert torch.equal(ours.embed.weight, frozen)
     assert not torch.equal(ours.out.weight, out_before)
