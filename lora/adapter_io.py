@@ -37,7 +37,7 @@ from torch import nn
 from .adapter_checks import (
     CONFIG_NAME, PLAIN_LORA, PREFIX, WEIGHTS_NAME, AdapterError, place_tensor, read_adapter_config, same_base,
 )
-from .inject import lora_layers
+from .inject import inject, lora_layers
 from .layer import LoRALinear
 from .select import close_names, is_inside, model_modules
 
@@ -153,14 +153,12 @@ def load_adapter(model: nn.Module, directory, module_name_map: Callable[[str], s
 
     # Everything checked: now change the model.
     r, alpha, dropout, rslora = config["r"], config["lora_alpha"], config["lora_dropout"], config["use_rslora"]
+    if missing := tuple(path for path in pairs if not isinstance(modules[path], LoRALinear)):
+        inject(model, targets=missing, r=r, alpha=alpha, dropout=dropout, trainable=(), rslora=rslora)
     model.requires_grad_(False)
     with torch.no_grad():
         for path, pair in pairs.items():
-            layer = modules[path]
-            if not isinstance(layer, LoRALinear):
-                layer = LoRALinear(layer, r, alpha, dropout, rslora)
-                parent_path, _, child = path.rpartition(".")
-                setattr(model.get_submodule(parent_path), child, layer)
+            layer = model.get_submodule(path)
             layer.alpha, layer.rslora, layer.dropout.p = alpha, rslora, dropout
             layer.lora_A.weight.copy_(pair["lora_A"])
             layer.lora_B.weight.copy_(pair["lora_B"])

@@ -94,6 +94,7 @@ def inject(model: nn.Module, targets=None, r: int = 8, alpha: float = 16, dropou
                                  "adapted by LoRA or trained fully, not both")
 
     # All checks passed: now change the model.
+    # BEGIN ASSIGNMENT lora_inject: freeze the whole model; put each target's layer inside a LoRALinear, in its parent's attribute; then only LoRA's A and B (unmerged layers) and the head modules train
     model.requires_grad_(False)
     for path in target_paths:
         parent_path, _, child = path.rpartition(".")
@@ -104,6 +105,7 @@ def inject(model: nn.Module, targets=None, r: int = 8, alpha: float = 16, dropou
             layer.lora_B.requires_grad_(True)
     for head in head_paths:
         model.get_submodule(head).requires_grad_(True)
+    # END ASSIGNMENT
     return model
 
 
@@ -155,7 +157,8 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     The adapter is gone afterwards (A and B are dropped); the merged base weights keep requires_grad=False.
     """
     merge(model)
-    for path, layer in lora_layers(model):
-        parent_path, _, child = path.rpartition(".")
-        setattr(model.get_submodule(parent_path), child, layer.base_layer)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, LoRALinear):
+                setattr(parent, name, child.base_layer)
     return model

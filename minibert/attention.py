@@ -97,13 +97,18 @@ class MultiHeadSelfAttention(nn.Module):
         q, k, v = qkv.unbind(0)  # each (B, H, T, Dh)
         return q, k, v
 
-    def attend(self, q, k, v, bias, dropout: float) -> torch.Tensor:
-        """softmax(Q K^T / sqrt(Dh) + bias) V, spelled out."""
-        # BEGIN ASSIGNMENT attention: softmax(Q K^T / sqrt(Dh) + bias) V, with dropout(p=dropout) on the weights
-        scores = q @ k.transpose(-2, -1) * self.head_dim**-0.5  # (B, H, T, T): query i vs key j
+    def weights(self, q, k, bias) -> torch.Tensor:
+        """softmax(Q K^T / sqrt(Dh) + bias): how much each query attends to each key (minibert.viz draws them)."""
+        # BEGIN ASSIGNMENT attention: softmax(Q K^T / sqrt(Dh) + bias) over the keys, bias None or broadcastable to the scores; (B, H, Tq, Dh), (B, H, T, Dh) -> (B, H, Tq, T)
+        scores = q @ k.transpose(-2, -1) * self.head_dim**-0.5  # (B, H, Tq, T): query i vs key j
         if bias is not None:
             scores = scores + bias  # padded keys -> dtype min -> weight 0 after softmax
-        weights = scores.softmax(dim=-1)  # (B, H, T, T): each row sums to 1
-        weights = F.dropout(weights, p=dropout, training=dropout > 0)
-        return weights @ v  # (B, H, T, Dh): weighted average of the values
+        return scores.softmax(dim=-1)  # (B, H, Tq, T): each row sums to 1
+        # END ASSIGNMENT
+
+    def attend(self, q, k, v, bias, dropout: float) -> torch.Tensor:
+        """softmax(Q K^T / sqrt(Dh) + bias) V, spelled out."""
+        # BEGIN ASSIGNMENT attention: the weights, with dropout(p=dropout) on them, times V; -> (B, H, Tq, Dh)
+        weights = F.dropout(self.weights(q, k, bias), p=dropout, training=dropout > 0)  # (B, H, Tq, T)
+        return weights @ v  # (B, H, Tq, Dh): weighted average of the values
         # END ASSIGNMENT

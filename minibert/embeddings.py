@@ -7,7 +7,8 @@ vector. BERT and DistilBERT learn one vector per position (max 512); DistilBERT 
 sin/cos table of "Attention Is All You Need" (section 3.5). BERT adds a third table, token types (sentence A
 or B, for pair tasks); a single review is all sentence A, so we add row 0 to every token.
 
-Mirrors transformers' DistilBERT/BERT embeddings (LayerNorm eps 1e-12); parity in tests/test_model_parity.py.
+Mirrors transformers' DistilBERT/BERT embeddings (LayerNorm eps 1e-12); parity in tests/test_model_parity.py (the
+whole model) and tests/assignments/test_09_embeddings.py (this module alone).
 """
 
 import torch
@@ -53,11 +54,14 @@ class Embeddings(nn.Module):
                 f"input has {T} tokens but the model knows only {self.position_embeddings.num_embeddings} "
                 "positions: truncate (e.g. tokenizer max_length)"
             )
+        # With token types (BERT), every token is "sentence A", and its row is added before the positions, in
+        # BERT's order: float addition is not associative, and the other order drifts by ~1e-5 after six layers of
+        # a real model.
+        # BEGIN ASSIGNMENT embeddings: LayerNorm(word vectors of input_ids (+ token type row 0) + the vectors of positions 0..T-1), then dropout; (B, T) -> (B, T, D)
         positions = torch.arange(T, device=input_ids.device)  # (T,)
         x = self.word_embeddings(input_ids)  # (B, T, D)
         if self.token_type_embeddings is not None:
-            # Every token is "sentence A". Added before the positions, in BERT's order: float addition is not
-            # associative, and the other order drifts by ~1e-5 after six layers of a real model.
-            x = x + self.token_type_embeddings.weight[0]
+            x = x + self.token_type_embeddings.weight[0]  # (B, T, D) + (D,)
         x = x + self.position_embeddings(positions)  # (B, T, D) + (T, D)
         return self.dropout(self.LayerNorm(x))  # (B, T, D)
+        # END ASSIGNMENT

@@ -6,7 +6,8 @@ For every layer we recompute the attention weights of its H heads,
 
     weights = softmax(Q K^T / sqrt(Dh) + mask),   Q = x W_q + b_q,  K = x W_k + b_k      (Vaswani et al. 2017, eq. 1)
 
-from the layer's own `q_lin` and `k_lin` and the hidden state `x` entering that layer. A forward pre-hook on each
+from the layer's own `q_lin` and `k_lin` and the hidden state `x` entering that layer, with the layer's own
+`weights` (the softmax the readable attention path multiplies V by). A forward pre-hook on each
 attention module hands us that `x` during one ordinary forward pass; the model files are not changed, and the
 model's forward may use torch's fused kernel (SDPA), which never materialises the weights.
 
@@ -42,10 +43,8 @@ def head_weights(attention: MultiHeadSelfAttention, x: torch.Tensor,
     """softmax(Q K^T / sqrt(Dh) + padding bias) of one attention module; x (B, T, D) -> weights (B, H, T, T)."""
     q = attention.split_heads(attention.q_lin(x))  # (B, H, T, Dh)
     k = attention.split_heads(attention.k_lin(x))  # (B, H, T, Dh)
-    scores = q @ k.transpose(-2, -1) / attention.head_dim**0.5  # (B, H, T, T): query i (row) vs key j (column)
-    if attention_mask is not None:
-        scores = scores + padding_bias(attention_mask, scores.dtype)  # (B, 1, 1, T): padded keys get ~0 weight
-    return scores.softmax(dim=-1)  # (B, H, T, T): each row sums to 1
+    bias = None if attention_mask is None else padding_bias(attention_mask, q.dtype)  # (B, 1, 1, T)
+    return attention.weights(q, k, bias)  # (B, H, T, T): query i (row) vs key j (column); each row sums to 1
 
 
 @torch.no_grad()

@@ -50,6 +50,7 @@ def prepare_for_kbit_training(model: nn.Module, head: tuple[str, ...] = DEFAULT_
     if not any(is_4bit_layer(m) for m in model.modules()):
         raise ValueError("prepare_for_kbit_training: the model has no 4-bit layers; call quant.quantize_model first")
 
+    # BEGIN ASSIGNMENT qlora: steps 1 and 2 of the docstring, then the parameters of the modules `head` matches train; step 3 (once per model: remember the hook's handle) only with use_gradient_checkpointing
     for param in model.parameters():  # 1. freeze everything
         param.requires_grad_(False)
 
@@ -64,4 +65,5 @@ def prepare_for_kbit_training(model: nn.Module, head: tuple[str, ...] = DEFAULT_
 
     if use_gradient_checkpointing and getattr(model, "_kbit_input_grad_hook", None) is None:  # 3.
         model._kbit_input_grad_hook = input_embeddings(model).register_forward_hook(_make_output_require_grad)
+    # END ASSIGNMENT
     return model

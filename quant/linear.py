@@ -62,9 +62,11 @@ class NF4Linear(nn.Linear):
         return dequantize_nf4(self.weight.data, self.quant_state)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # BEGIN ASSIGNMENT qlora: the float weight back from its 4-bit codes (dequantize), a plain linear map in compute_dtype (the bias too, if any), the result in the input's dtype
         w = self.dequantize().to(self.compute_dtype)  # (out, in)
         bias = None if self.bias is None else self.bias.to(self.compute_dtype)
         return F.linear(x.to(self.compute_dtype), w, bias).to(x.dtype)  # (..., out), in the input's dtype
+        # END ASSIGNMENT
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "

@@ -9,6 +9,7 @@ it is not rerun here: tests/assignments/measure_needs.py measured it into tests/
 """
 
 import json
+import re
 import os
 import py_compile
 import subprocess
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from minibert.coursework import NEEDS_FILE, CourseworkError, assignments, make_copy, parse_regions, repo_files, stub
+from minibert.coursework import (NEEDS_FILE, CourseworkError, assignments, find_regions, make_copy, parse_regions,
+                                 repo_files, stub)
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = [a["name"] for a in assignments(REPO)]
@@ -100,6 +102,41 @@ def test_student_copy_compiles_and_holds_no_solution(tmp_path):
             py_compile.compile(str(tmp_path / "student" / f), cfile=str(tmp_path / "pyc"), doraise=True)
     attention = (tmp_path / "student" / "minibert" / "attention.py").read_text()
     assert "softmax(dim=-1)" not in attention and 'raise NotImplementedError("attention: ' in attention
+
+
+# Lines a solution shares with ordinary code around it: plumbing, not the idea an assignment asks for.
+PLUMBING = {
+    'logits = model(batch["input_ids"], batch.get("attention_mask"))',  # the model's forward, as in evaluate
+    "for _, layer in lora_layers(model):",  # a loop over the LoRA layers, as in merge and unmerge
+}
+
+
+def code_line(line: str) -> str:
+    """A line without its comment and without any whitespace: what is left to compare."""
+    return re.sub(r"\s", "", re.split(r"\s#\s", line)[0])
+
+
+def test_no_solution_line_is_left_anywhere_in_a_student_copy(tmp_path):
+    """Each solution line of 30 characters or more (whitespace and comments aside) appears in no file of a student
+    copy: not in another module, a benchmark, a doc page, a script, the notebook or a test."""
+    solutions = {}
+    for region in find_regions(REPO):
+        for line in (REPO / region.path).read_text().splitlines()[region.begin + 1:region.end]:
+            if len(code_line(line)) >= 30 and code_line(line) not in {code_line(p) for p in PLUMBING}:
+                solutions[code_line(line)] = f"{region.name} ({region.path}:{region.where})"
+    assert len(solutions) > 40
+    make_copy(REPO, tmp_path / "student")
+    leaks = []
+    for f in repo_files(tmp_path / "student"):
+        try:
+            text = (tmp_path / "student" / f).read_text(encoding="utf-8")
+        except UnicodeDecodeError:  # a figure
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            code = code_line(line)
+            leaks += [f"{f}:{number} holds the solution of {where}: {line.strip()[:80]}"
+                      for solution, where in solutions.items() if solution in code]
+    assert not leaks, "\n".join(leaks)
 
 
 def test_copy_refuses_bad_targets(tmp_path):
