@@ -2,13 +2,15 @@
 
     python -m minibert.coursework student OUT_DIR [--only NAME ...]   a copy whose solution regions raise
     python -m minibert.coursework grade [DIR ...] [--json FILE] [-v]  run each assignment's tests, print the scores
+    python -m minibert.coursework key OUT.md                           every solution region in one file, for teachers
 
 A solution region is the code between two comment lines, indented like that code (a hint is required):
     `# BEGIN ASSIGNMENT <name>: <hint>`  ...  `# END ASSIGNMENT`
 A name may mark several regions (LoRA's forward and merge). In a student copy each body becomes `raise
 NotImplementedError("<name>: <hint>")`, markers kept. Assignment NN is graded by tests/assignments/test_NN_<name>.py,
 which exercises only its own regions: everything else is outside any region or comes from a reference library.
-The handouts are docs/assignments/NN-<name>.md.
+The handouts are docs/assignments/NN-<name>.md; the teacher pack (model answers, rubric) is docs/teacher/, which
+a student copy leaves out.
 
 What is unusual:
 - "The other tests pass" in a student copy. Most ordinary tests run several regions at once (a parity test runs
@@ -43,6 +45,7 @@ from minibert.errors import ArgumentParser, UserError, run_cli
 HERE = Path(__file__).resolve().parents[1]  # the repository this module was loaded from
 TESTS = "tests/assignments"
 NEEDS_FILE = f"{TESTS}/needs.json"
+TEACHER = "docs/teacher"  # the model answers: never in a student copy
 STUB = "raise NotImplementedError("
 BEGIN = re.compile(r"^(?P<indent>[ \t]*)# BEGIN ASSIGNMENT\b(?P<rest>.*)$")
 END = re.compile(r"^(?P<indent>[ \t]*)# END ASSIGNMENT\b(?P<rest>.*)$")
@@ -166,7 +169,7 @@ def make_copy(src: Path, out: Path, names: set[str] | None = None) -> list[Regio
     known = {a["name"] for a in assignments(src)}
     if names is not None and names - known:
         raise CourseworkError(f"unknown assignments {sorted(names - known)}; known: {sorted(known)}")
-    files = repo_files(src)
+    files = [f for f in repo_files(src) if not f.startswith(TEACHER + "/")]
     with_regions = {r.path for r in find_regions(src, files)}
     for f in files:
         (out / f).parent.mkdir(parents=True, exist_ok=True)
@@ -175,6 +178,20 @@ def make_copy(src: Path, out: Path, names: set[str] | None = None) -> list[Regio
         else:
             shutil.copy2(src / f, out / f)
     return [r for r in find_regions(out) if not r.solved]
+
+
+def answer_key(src: Path) -> str:
+    """Markdown: for each assignment, each of its regions as the complete repository solves it, with its hint."""
+    parts = ["# Solutions of the coursework, region by region\n\nWritten by `python -m minibert.coursework key`; "
+             "the code is the repository's own, so it is the code the tests pass on.\n"]
+    for a in assignments(src):
+        parts.append(f"\n## {a['number']:02d} {a['name']} (graded by {a['tests']})\n")
+        for r in a["regions"]:
+            lines = (src / r.path).read_text(encoding="utf-8").splitlines()[r.begin + 1:r.end]
+            indent = min(len(line) - len(line.lstrip()) for line in lines if line.strip())
+            code = "\n".join(line[indent:] for line in lines)
+            parts.append(f"\n### {r.path}:{r.begin + 1} `{r.where}`\n\nHint: {r.hint}\n\n```python\n{code}\n```\n")
+    return "".join(parts)
 
 
 # ---- the pytest plugin: deselect tests that need an unsolved assignment, report every outcome --------------
@@ -370,6 +387,9 @@ def main(argv=None) -> int:
     p.add_argument("out", type=Path, help="a new or empty folder outside this repository")
     p.add_argument("--only", nargs="+", metavar="NAME", help="stub only these assignments (default: all)")
     p.add_argument("--from", dest="src", type=Path, default=Path("."), help="the repository to copy")
+    p = sub.add_parser("key", help="write every solution region, with its hint, to one Markdown file (for teachers)")
+    p.add_argument("out", type=Path, help="the Markdown file to write")
+    p.add_argument("--from", dest="src", type=Path, default=Path("."), help="the complete repository")
     p = sub.add_parser("grade", help="run tests/assignments in each DIR and print the scores (exit 1 unless all pass)")
     p.add_argument("dirs", nargs="*", type=Path, default=[Path(".")], help="repositories or student copies")
     p.add_argument("--json", metavar="FILE", help="also write the scores as JSON to FILE ('-': to stdout)")
@@ -385,6 +405,12 @@ def main(argv=None) -> int:
         print("".join(f"  {r.name:<14} {r.path}:{r.begin + 1}  {r.where}\n" for r in stubbed) + f"{len(stubbed)} "
               f"regions stubbed in {args.out}. Handouts: docs/assignments/. Check your work with\n"
               f"  cd {args.out} && python -m minibert.coursework grade -v")
+        return 0
+    if args.command == "key":
+        if not all(r.solved for a in assignments(args.src) for r in a["regions"]):
+            raise CourseworkError(f"{args.src} is a student copy: the key is written from the complete repository")
+        args.out.write_text(answer_key(args.src), encoding="utf-8")
+        print(f"wrote {args.out}")
         return 0
     others = [] if args.others is None else (args.others or ["tests"])  # tests/assignments is not run twice
     records = grade(args.dirs, others, args.timeout, args.parallel)

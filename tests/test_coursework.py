@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from minibert.coursework import (NEEDS_FILE, CourseworkError, assignments, find_regions, make_copy, parse_regions,
-                                 repo_files, stub)
+from minibert.coursework import (NEEDS_FILE, TEACHER, CourseworkError, answer_key, assignments, find_regions, main,
+                                 make_copy, parse_regions, repo_files, stub)
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = [a["name"] for a in assignments(REPO)]
@@ -96,7 +96,8 @@ def test_student_copy_compiles_and_holds_no_solution(tmp_path):
     assert {(r.path, r.name) for r in stubbed} == {(r.path, a["name"]) for a in assignments(REPO) for r in a["regions"]}
     copied = sorted(p.relative_to(tmp_path / "student").as_posix() for p in (tmp_path / "student").rglob("*")
                     if p.is_file())
-    assert copied == repo_files(REPO)
+    assert copied == [f for f in repo_files(REPO) if not f.startswith(TEACHER + "/")]  # the model answers stay out
+    assert any(f.startswith(TEACHER + "/") for f in repo_files(REPO))
     for f in copied:
         if f.endswith(".py"):
             py_compile.compile(str(tmp_path / "student" / f), cfile=str(tmp_path / "pyc"), doraise=True)
@@ -137,6 +138,21 @@ def test_no_solution_line_is_left_anywhere_in_a_student_copy(tmp_path):
             leaks += [f"{f}:{number} holds the solution of {where}: {line.strip()[:80]}"
                       for solution, where in solutions.items() if solution in code]
     assert not leaks, "\n".join(leaks)
+
+
+def test_the_key_holds_every_solution_and_refuses_a_student_copy(tmp_path):
+    """`key` writes each region's solution under its assignment; from a student copy it refuses (nothing to show)."""
+    key = answer_key(REPO)
+    for a in assignments(REPO):
+        assert f"## {a['number']:02d} {a['name']} " in key
+        for region in a["regions"]:
+            solution = [line.strip() for line in (REPO / region.path).read_text().splitlines()[region.begin + 1:region.end]]
+            assert f"{region.path}:{region.begin + 1} `{region.where}`" in key
+            assert all(line in key for line in solution if line)
+    make_copy(REPO, tmp_path / "student", {"collate"})
+    with pytest.raises(CourseworkError, match="student copy"):
+        main(["key", str(tmp_path / "key.md"), "--from", str(tmp_path / "student")])
+    assert not (tmp_path / "key.md").exists()
 
 
 def test_copy_refuses_bad_targets(tmp_path):

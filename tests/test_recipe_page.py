@@ -28,3 +28,16 @@ def test_every_table_of_the_defaults_page_is_rebuilt_from_its_runs(tmp_path):
         args = [str(REPO / a) if a.startswith("docs/results/") else a for a in args]
         make_recipe.main([str(copy) if a == "docs/defaults.md" else a for a in args])
     assert copy.read_text() == page
+
+
+def test_the_curves_figure_and_its_printed_lines_come_from_the_default_runs(tmp_path, capsys):
+    """docs/figures/make_curves.py draws from the three default runs' metrics.jsonl, and the lines it prints are
+    the ones pasted under the figure on the page."""
+    sys.path.insert(0, str(REPO / "docs" / "figures"))
+    import make_curves
+
+    make_curves.main(tmp_path / "curves.png")
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("seed ")]
+    assert len(printed) == 3 and (tmp_path / "curves.png").stat().st_size > 10_000
+    page = PAGE.read_text()
+    assert all(line in page.splitlines() for line in printed), printed
