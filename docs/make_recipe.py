@@ -8,7 +8,8 @@ Each folder holds what train.py wrote and is small enough to commit: run_config.
 (what was measured) and metrics.jsonl. Runs that differ only in their seed are one candidate: one row, with the
 mean and the spread (min-max) over its seeds. A candidate is named by the settings in which it differs from the
 others; the settings every run shares are listed under the table. Dev is the development split carved from the
-train reviews (the recipe was chosen on it); test is the 2,000 held-out test reviews.
+train reviews (the recipe was chosen on it); test is the held-out test reviews (2,000 for the recipe; a run that
+scored fewer than 1,000 shows "not scored").
 """
 
 import argparse
@@ -20,6 +21,7 @@ from pathlib import Path
 import make_results  # docs/make_results.py, beside this file: the run reader and the page's section markers
 
 IGNORED = {"seed", "out", "resume", "overwrite", "debug", "data"}  # not part of what a candidate is
+MIN_TEST = 1000  # fewer test reviews than this (a screening run's 16) is not a test score worth a column
 
 
 def read_run(folder: Path) -> dict:
@@ -50,22 +52,29 @@ def spread(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
             f"{scale * max(values):.{digits}f})")
 
 
-def table(runs: list[dict]) -> str:
+def table(runs: list[dict], memory: bool = False) -> str:
+    """One row per candidate; `memory` adds what trains and what the weights and the process take."""
     groups, shared = candidates(runs)
-    lines = ["| run | change from the first row | seeds | dev acc. % | test acc. % | wall s | train s | machine |",
-             "|---|---|---|---|---|---|---|---|"]
+    extra = " trainable | weights MB | peak RSS MB |" if memory else ""
+    lines = ["| run | change from the first row | seeds | dev acc. % | test acc. % | wall s | train s |" + extra
+             + " machine |", "|---|---|---|---|---|---|---|" + "---|" * (3 * memory) + "---|"]
     baseline = runs[0]["config"]
     for own, members in groups:
         name = ", ".join(f"{k}={v}" for k, v in own.items()) or "(the first row)"
         seeds = ",".join(str(m["config"]["seed"]) for m in members)
         dev = [m["report"]["val_accuracy"] for m in members]
-        test = [m["report"]["test_accuracy"] for m in members if m["report"]["n_test"] >= 2000]
+        test = [m["report"]["test_accuracy"] for m in members if m["report"]["n_test"] >= MIN_TEST]
         wall = [m["report"]["wall_seconds"] for m in members if "wall_seconds" in m["report"]]
         train = [m["report"]["train_seconds"] for m in members]
         machines = sorted({m["report"]["device"] for m in members})
         folders = ", ".join(f"`{m['folder'].name}`" for m in members)
-        lines.append(f"| {folders} | {name} | {seeds} | {spread(dev)} | {spread(test) if test else 'not scored'} | "
-                     f"{spread(wall, 1, 0) if wall else '-'} | {spread(train, 1, 0)} | {'; '.join(machines)} |")
+        row = (f"| {folders} | {name} | {seeds} | {spread(dev)} | {spread(test) if test else 'not scored'} | "
+               f"{spread(wall, 1, 0) if wall else '-'} | {spread(train, 1, 0)} |")
+        if memory:
+            report = members[0]["report"]  # the same for every seed of a candidate, but the peak
+            row += (f" {report['trainable_params']:,} of {report['total_params']:,} | {report['weight_memory_mb']:.1f} | "
+                    f"{spread([m['report']['peak_memory_mb'] for m in members], 1, 0)} |")
+        lines.append(row + f" {'; '.join(machines)} |")
     first = ", ".join(f"{k}={baseline.get(k)}" for k in sorted(set(baseline) - IGNORED - set(shared)))
     note = ", ".join(f"{k}={v}" for k, v in shared.items())
     first = f"\n\nThe first row: {first}." if first else ""
@@ -100,9 +109,11 @@ def main(argv=None) -> None:
     parser.add_argument("--into", type=Path, help="a docs page whose results section is replaced")
     parser.add_argument("--section", default="candidates")
     parser.add_argument("--plot", type=Path, help="write the accuracy-against-time figure here")
+    parser.add_argument("--memory", action="store_true", help="add trainable parameters, weight memory and the "
+                        "process's peak resident memory (RSS on a CPU)")
     args = parser.parse_args(argv)
     runs = [read_run(folder) for folder in args.runs]
-    text = table(runs)
+    text = table(runs, args.memory)
     if args.into:
         make_results.replace_section(args.into, args.section, text)
     else:

@@ -1,10 +1,12 @@
-"""docs/defaults.md's tables are what docs/make_recipe.py builds from the committed run summaries: a page that
-drifts from its data fails here."""
+"""docs/defaults.md's and docs/adapt.md's tables are what docs/make_recipe.py builds from the committed run
+summaries: a page that drifts from its data fails here."""
 
 import re
 import shlex
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "docs"))
@@ -14,19 +16,20 @@ import make_recipe  # noqa: E402
 PAGE = REPO / "docs" / "defaults.md"
 
 
-def test_every_table_of_the_defaults_page_is_rebuilt_from_its_runs(tmp_path):
-    """Each `make_recipe.py ... --into docs/defaults.md --section S` command printed on the page, run on a copy of
-    the page, leaves it byte-identical."""
-    page = PAGE.read_text()
+@pytest.mark.parametrize("name", ["defaults.md", "adapt.md"])
+def test_every_table_of_the_page_is_rebuilt_from_its_runs(tmp_path, name):
+    """Each `make_recipe.py ... --into docs/PAGE --section S` command printed on the page, run on a copy of the
+    page, leaves it byte-identical."""
+    page = (REPO / "docs" / name).read_text()
     commands = re.findall(r"python docs/make_recipe\.py (.*?--section \w+)", page.replace("\\\n", " "), re.DOTALL)
     sections = re.findall(r"<!-- results:(\w+) -->", page)
-    assert sorted(c.split()[-1] for c in commands) == sorted(sections), "every table needs its command on the page"
-    copy = tmp_path / "defaults.md"
+    assert sections and sorted(c.split()[-1] for c in commands) == sorted(sections), "every table needs its command"
+    copy = tmp_path / name
     copy.write_text(page)
     for command in commands:
         args = [a for a in shlex.split(command) if a not in ("--plot",) and not a.endswith(".png")]
         args = [str(REPO / a) if a.startswith("docs/results/") else a for a in args]
-        make_recipe.main([str(copy) if a == "docs/defaults.md" else a for a in args])
+        make_recipe.main([str(copy) if a == f"docs/{name}" else a for a in args])
     assert copy.read_text() == page
 
 
@@ -41,3 +44,16 @@ def test_the_curves_figure_and_its_printed_lines_come_from_the_default_runs(tmp_
     assert len(printed) == 3 and (tmp_path / "curves.png").stat().st_size > 10_000
     page = PAGE.read_text()
     assert all(line in page.splitlines() for line in printed), printed
+
+
+def test_the_lora_rank_figure_and_its_printed_lines_come_from_the_committed_runs(tmp_path, capsys):
+    """docs/figures/make_lora_rank.py reads the committed LoRA runs (3 seeds per rank) and prints the lines that
+    docs/lora.md shows beside the figure."""
+    sys.path.insert(0, str(REPO / "docs" / "figures"))
+    import make_lora_rank
+
+    make_lora_rank.main(tmp_path / "lora_rank.png")
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("r=", "full "))]
+    assert len(printed) == len(make_lora_rank.RANKS) + 1 and (tmp_path / "lora_rank.png").stat().st_size > 10_000
+    page = (REPO / "docs" / "lora.md").read_text().splitlines()
+    assert all(line in page for line in printed), printed
