@@ -1,5 +1,5 @@
-"""docs/defaults.md's and docs/adapt.md's tables are what docs/make_recipe.py builds from the committed run
-summaries: a page that drifts from its data fails here."""
+"""The results tables of docs/defaults.md, adapt.md, input-format.md and architecture.md are what
+docs/make_recipe.py builds from the committed run summaries: a page that drifts from its data fails here."""
 
 import re
 import shlex
@@ -16,13 +16,13 @@ import make_recipe  # noqa: E402
 PAGE = REPO / "docs" / "defaults.md"
 
 
-@pytest.mark.parametrize("name", ["defaults.md", "adapt.md"])
+@pytest.mark.parametrize("name", ["defaults.md", "adapt.md", "input-format.md", "architecture.md"])
 def test_every_table_of_the_page_is_rebuilt_from_its_runs(tmp_path, name):
     """Each `make_recipe.py ... --into docs/PAGE --section S` command printed on the page, run on a copy of the
     page, leaves it byte-identical."""
     page = (REPO / "docs" / name).read_text()
-    commands = re.findall(r"python docs/make_recipe\.py (.*?--section \w+)", page.replace("\\\n", " "), re.DOTALL)
-    sections = re.findall(r"<!-- results:(\w+) -->", page)
+    commands = re.findall(r"python docs/make_recipe\.py (.*?--section [\w-]+)", page.replace("\\\n", " "), re.DOTALL)
+    sections = re.findall(r"<!-- results:([\w-]+) -->", page)
     assert sections and sorted(c.split()[-1] for c in commands) == sorted(sections), "every table needs its command"
     copy = tmp_path / name
     copy.write_text(page)
