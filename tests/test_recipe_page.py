@@ -57,3 +57,16 @@ def test_the_lora_rank_figure_and_its_printed_lines_come_from_the_committed_runs
     assert len(printed) == len(make_lora_rank.RANKS) + 1 and (tmp_path / "lora_rank.png").stat().st_size > 10_000
     page = (REPO / "docs" / "lora.md").read_text().splitlines()
     assert all(line in page for line in printed), printed
+
+
+def test_the_learning_curve_and_its_printed_lines_come_from_the_committed_runs(tmp_path, capsys):
+    """docs/figures/make_learning_curve.py reads 3 seeds per point for both inits (each run trained on the number
+    of reviews its point claims) and prints the lines docs/adapt.md shows beside the figure."""
+    sys.path.insert(0, str(REPO / "docs" / "figures"))
+    import make_learning_curve
+
+    make_learning_curve.main(tmp_path / "learning_curve.png")
+    printed = [line for line in capsys.readouterr().out.splitlines() if "reviews: test" in line]
+    assert len(printed) == 2 * len(make_learning_curve.SIZES)
+    page = (REPO / "docs" / "adapt.md").read_text().splitlines()
+    assert all(line in page for line in printed), printed
