@@ -55,9 +55,10 @@ def spread(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
 def table(runs: list[dict], memory: bool = False) -> str:
     """One row per candidate; `memory` adds what trains and what the weights and the process take."""
     groups, shared = candidates(runs)
-    extra = " trainable | weights MB | peak RSS MB |" if memory else ""
-    lines = ["| run | change from the first row | seeds | dev acc. % | test acc. % | wall s | train s |" + extra
-             + " machine |", "|---|---|---|---|---|---|---|" + "---|" * (3 * memory) + "---|"]
+    columns = ["run", "change from the first row", "seeds", "dev acc. %", "test acc. %", "wall s", "train s"]
+    columns += ["trainable", "weights MB", "peak RSS MB"] if memory else []
+    columns += ["machine"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     baseline = runs[0]["config"]
     for own, members in groups:
         name = ", ".join(f"{k}={v}" for k, v in own.items()) or "(the first row)"

@@ -36,16 +36,17 @@ def errors(notebook) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def executed(imdb_dir, tmp_path_factory, monkeypatch_module):
-    monkeypatch_module.setenv("MINIBERT_DATA", str(imdb_dir))
-    target = tmp_path_factory.mktemp("notebook") / "notebook.ipynb"
-    return _make_notebook().execute(target=target, timeout_s=600)
-
-
-@pytest.fixture(scope="module")
 def monkeypatch_module():
     with pytest.MonkeyPatch.context() as patch:
         yield patch
+
+
+@pytest.fixture(scope="module")
+def executed(imdb_dir, tmp_path_factory, monkeypatch_module):
+    """The notebook run once for the whole module, on a copy, reading IMDB from the test data."""
+    monkeypatch_module.setenv("MINIBERT_DATA", str(imdb_dir))
+    target = tmp_path_factory.mktemp("notebook") / "notebook.ipynb"
+    return _make_notebook().execute(target=target, timeout_s=600)
 
 
 def test_every_cell_runs(executed):

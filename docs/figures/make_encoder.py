@@ -65,7 +65,7 @@ def main(out: Path = OUT) -> None:
     arrow(ax, 2.1, 1.5, f"(B, {D})")
     box(ax, 0.7, f"classifier {D} x 2", "minibert/model.py  Classifier.forward", "#d9f2d9")
     arrow(ax, 0.6, -0.1, "(B, 2) logits -> softmax -> P(negative), P(positive)")
-    ax.set_title(f"all-MiniLM-L6-v2 as a classifier: the encoder (blue, orange) and the head (green)", fontsize=10)
+    ax.set_title("all-MiniLM-L6-v2 as a classifier: the encoder (blue, orange) and the head (green)", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -65,6 +65,7 @@ def test_outputs_equal_linear4bit_on_the_same_bytes(compute_dtype, bias, double_
 
 
 def test_bf16_input_gives_bf16_output():
+    """The layer computes in its compute dtype (fp32 here) and answers in the dtype it was given."""
     ours, theirs = pair(torch.float32)
     x = torch.randn(4, IN, dtype=torch.bfloat16)
     with torch.no_grad():
