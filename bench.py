@@ -2,7 +2,7 @@
 
     python bench.py --quick                     # CPU, a few minutes: every section at reduced sizes
     python bench.py                             # CPU, the full sizes (long on 2 cores)
-    python bench.py --cuda-only --json out.json # only the GPU rows (bf16, MFU, LoRA/QLoRA), ~5 min on an H100
+    python bench.py --cuda-only --json out.json # only the GPU rows (bf16 steps, inference, LoRA/QLoRA)
     python bench.py --only train --profile      # one section, and where the time of a training step goes
 
 Every row compares minibert with a reference measured in the same run: the same weights (one safetensors file
@@ -33,7 +33,7 @@ import quant  # noqa: E402
 from minibert.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 
 SECTIONS = ("train", "inference", "adapters", "tokenize", "epoch", "cuda")
-CUDA_PARTS = ("mfu", "minilm", "inference", "adapters")  # benchmarks/cuda.py PARTS
+CUDA_PARTS = ("train", "inference", "adapters")  # benchmarks/cuda.py PARTS
 
 
 def parse_args(argv):
@@ -46,19 +46,12 @@ def parse_args(argv):
     parser.add_argument("--data", type=Path, default=None,
                         help="IMDB folder (train/test parquet); default $MINIBERT_DATA")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0: torch's default")
-    parser.add_argument("--profile", action="store_true", help="print the top ops of a MiniLM training step (CPU); "
-                                                                   "CUDA mfu: the top kernels of the best candidate")
-    parser.add_argument("--no-compile", action="store_true", help="CUDA: skip the torch.compile rows")
-    parser.add_argument("--cuda-parts", default="mfu,minilm,inference,adapters",
-                        help="CUDA: which parts, comma-separated (mfu: distilbert-base 32x512; minilm: 32x256)")
-    parser.add_argument("--autotune", action="store_true",
-                        help="CUDA mfu: add a candidate compiled with max-autotune (minutes of compilation)")
-    parser.add_argument("--attention", choices=("flash", "efficient", "cudnn", "math"),  # cuda.py SDPA_BACKENDS
-                        help="CUDA: let SDPA use only this kernel family, on both sides; unset: torch picks")
-    parser.add_argument("--mfu-only", action="append", metavar="NAME",
-                        help="CUDA mfu: time only this candidate against transformers (repeatable; at most one "
-                             "whole-step graph per process); an unknown NAME lists them")
+    parser.add_argument("--profile", action="store_true", help="print the top ops of a MiniLM training step (CPU)")
+    parser.add_argument("--cuda-parts", default=",".join(CUDA_PARTS),
+                        help="CUDA: which parts, comma-separated (train: MiniLM 32x256 and distilbert-base 32x512)")
     args = parser.parse_args(argv)
+    if unknown := set(args.cuda_parts.split(",")) - set(CUDA_PARTS):  # before any measurement: GPU time is dear
+        parser.error(f"unknown --cuda-parts {sorted(unknown)}; choose from {', '.join(CUDA_PARTS)}")
     if args.cuda_only:
         args.only = ["cuda"]
     return args
@@ -100,10 +93,10 @@ def cpu_sections(args, wanted: set, show) -> None:
         section("1. training step, fp32 CPU")
         texts = common.imdb_texts(data, n=8, seed=1)
         batch = common.tokenized_batch(tokenizer, texts, 256)
-        show(train_step_rows(common.MINILM, batch, 1, 3 if quick else 5, eager=not quick, fast_paths=not quick))
+        show(train_step_rows(common.MINILM, batch, 1, 3 if quick else 5, eager=not quick, cls_only=not quick))
         distil_batch = common.tokenized_batch(tokenizer, texts, 128 if quick else 256)
         show(train_step_rows(common.DISTILBERT, distil_batch, 1, 2 if quick else 3, eager=not quick,
-                             fast_paths=not quick))
+                             cls_only=not quick))
         if args.profile:
             print(profile_step(common.MINILM, batch))
     if "inference" in wanted:
@@ -169,15 +162,6 @@ def main(argv=None) -> list:
     from benchmarks.timing import format_table
 
     wanted = set(args.only or SECTIONS)
-    if args.mfu_only:  # checked before any measurement: a name mistyped on a GPU machine must not cost its time
-        from benchmarks.cuda import candidates
-
-        if wanted != {"cuda"} or "mfu" not in args.cuda_parts.split(","):
-            sys.exit("--mfu-only picks candidates of the CUDA mfu part: use it with --cuda-only --cuda-parts mfu")
-        try:
-            candidates(None, None, 1, not args.no_compile, args.autotune, args.mfu_only)
-        except ValueError as err:
-            sys.exit(str(err))
     if "cuda" in wanted and not torch.cuda.is_available():
         if args.only:
             sys.exit("the cuda section needs a CUDA device; torch.cuda.is_available() is False here")
@@ -193,11 +177,7 @@ def main(argv=None) -> list:
         from benchmarks.cuda import cuda_rows
 
         print("\n== 6. CUDA, bf16 autocast", flush=True)
-        parts = args.cuda_parts.split(",")
-        if unknown := set(parts) - set(CUDA_PARTS):
-            sys.exit(f"unknown --cuda-parts {sorted(unknown)}; choose from {', '.join(CUDA_PARTS)}")
-        cuda_rows(quick=args.quick, compile=not args.no_compile, parts=parts, autotune=args.autotune,
-                  profile=args.profile, attention=args.attention, emit=report.add, mfu_only=args.mfu_only)
+        cuda_rows(quick=args.quick, parts=args.cuda_parts.split(","), emit=report.add)
     meta["seconds"] = round(time.perf_counter() - start, 1)
     meta["load_average_end"] = os.getloadavg()
     print(f"\n== all rows ({meta['seconds']:.0f} s; load average at start {meta['load_average_start'][0]:.1f}, "

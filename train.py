@@ -111,7 +111,7 @@ def fast_paths(model, cfg: RunConfig, world: int, collate, pad_id: int):
     """(what the loop calls forward on, the training batches' collate): the model itself, or the same model behind
     DDP or CUDA graphs; --cls-only and --compile change the model in place."""
     if cfg.cls_only:  # the last layer computes position 0 only (minibert/block.py Block.first_token)
-        minibert.model.set_fast_paths(model, first_token_only=True)
+        minibert.model.set_cls_only(model)
     if cfg.compile:
         minibert.model.compile_model(model)
     forward = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model

@@ -1,18 +1,14 @@
 #!/usr/bin/env bash
-# Every GPU check in one run, on one H100/H200 (docs/benchmarks.md, "Section 6"); the parts' time limits add up to
-# 18 minutes (tests,mfu,job or tests,mfu-alone: under 10):
-#   tests      the tests marked `gpu` (NF4 bit-exactness on CUDA, CUDA graphs, the benchmark's whole-step graphs)
-#   mfu        bench.py's CUDA MFU step (distilbert-base 32 x 512): the candidates that could reach 45% first, then
-#              the others, each round printed when timed; the best one's kernel profile
-#   mfu-alone  MFU candidates that record a second whole-step graph, each in a process of its own (two in one
-#              process crashed it: benchmarks/cuda.py WHOLE_STEP), each timed against transformers again
+# Every GPU check in one run, on one H100/H200 (docs/gpu.md); the parts' time limits add up to under 10 minutes:
+#   tests      the tests marked `gpu` (NF4 bit-exactness on CUDA, CUDA graphs)
 #   job        the IMDB job (after an untimed warm-up run): train.py --cuda-graphs with --cls-only, then a plain
 #              transformers loop, then without --cls-only
-#   rest       the other CUDA rows: MiniLM step, inference, LoRA / QLoRA (these with bitsandbytes)
+#   bench      bench.py's CUDA rows: the training step (eager and CUDA graphs), inference, LoRA / QLoRA (these with
+#              bitsandbytes), each against the Hugging Face stack
 # Each part has its own time limit and writes into OUT as it goes; a failing part does not stop the next.
 #
 #   bash benchmarks/gpu_check.sh [IMDB folder] [OUT folder]      # defaults: $MINIBERT_DATA, $OUT or runs/gpu_check
-#   PARTS=mfu,job bash benchmarks/gpu_check.sh ...               # only these parts
+#   PARTS=tests,bench bash benchmarks/gpu_check.sh ...           # only these parts
 #
 # The IMDB job's run folders (checkpoints: ~270 MB each) go to $RUNS (default runs/gpu_check_imdb_job), outside
 # OUT, which keeps only small files: logs, tables, JSON (the job's two reports are copied there). Parts whose needs
@@ -22,7 +18,7 @@ set -u
 DATA=${1:-${MINIBERT_DATA:?give the IMDB folder or set MINIBERT_DATA}}
 OUT=${2:-${OUT:-runs/gpu_check}}
 RUNS=${RUNS:-runs/gpu_check_imdb_job}
-PARTS=${PARTS:-tests,mfu,mfu-alone,job,rest}
+PARTS=${PARTS:-tests,job,bench}
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 mkdir -p "$OUT"
@@ -36,7 +32,7 @@ $PY -c "import torch, transformers; print('torch', torch.__version__, 'cudnn', t
 'transformers', transformers.__version__)" 2>&1 | tee -a "$OUT/gpu_check.txt"
 
 if wanted tests; then
-    tests=(tests/test_cuda_graphs.py tests/test_benchmark_steps.py)
+    tests=(tests/test_cuda_graphs.py)
     if has_bnb; then
         tests+=(tests/test_nf4.py tests/test_quant_model.py tests/test_lora_adapter.py)
     else
@@ -44,26 +40,6 @@ if wanted tests; then
     fi
     timeout 100 $PY -m pytest -q -m gpu "${tests[@]}" 2>&1 | tee -a "$OUT/gpu_check.txt" | tail -5
     log "tests done (exit ${PIPESTATUS[0]})"
-fi
-
-if wanted mfu; then
-    timeout 270 $PY bench.py --cuda-only --cuda-parts mfu --profile --json "$OUT/bench_mfu.json" 2>&1 \
-        | grep --line-buffered -v "^{" > "$OUT/bench_mfu.txt"
-    log "mfu done (exit ${PIPESTATUS[0]})"
-    grep -E "CUDA (train step|MFU|achieved)|best minibert|FAILED" "$OUT/bench_mfu.txt" | tail -40
-fi
-
-if wanted mfu-alone; then
-    tuned="minibert fast + compile (coordinate descent tuning) + bf16 residual + whole-step graph"
-    alone=("$tuned + compiled clip and AdamW"  # both below together first: the one that could reach 45%
-           "minibert fast + compile + bf16 residual + whole-step graph + compiled clip and AdamW"
-           "$tuned + clip in AdamW")
-    for i in "${!alone[@]}"; do
-        timeout 130 $PY bench.py --cuda-only --cuda-parts mfu --profile --mfu-only "${alone[$i]}" \
-            --json "$OUT/bench_mfu_alone_$i.json" 2>&1 | grep --line-buffered -v "^{" > "$OUT/bench_mfu_alone_$i.txt"
-        log "mfu-alone $i done (exit ${PIPESTATUS[0]}): ${alone[$i]}"
-        grep -E "CUDA (train step|MFU)|FAILED" "$OUT/bench_mfu_alone_$i.txt" | tail -4
-    done
 fi
 
 if wanted job; then
@@ -79,11 +55,11 @@ if wanted job; then
     log "job done"
 fi
 
-if wanted rest; then
-    parts=minilm,inference
+if wanted bench; then
+    parts=train,inference
     has_bnb && parts=$parts,adapters
-    timeout 120 $PY bench.py --cuda-only --cuda-parts $parts --json "$OUT/bench_rest.json" 2>&1 \
-        | grep --line-buffered -v "^{" > "$OUT/bench_rest.txt"
-    log "rest done (exit ${PIPESTATUS[0]})"
-    tail -25 "$OUT/bench_rest.txt"
+    timeout 150 $PY bench.py --cuda-only --cuda-parts $parts --json "$OUT/bench_cuda.json" 2>&1 \
+        | grep --line-buffered -v "^{" > "$OUT/bench_cuda.txt"
+    log "bench done (exit ${PIPESTATUS[0]})"
+    tail -25 "$OUT/bench_cuda.txt"
 fi

@@ -3,7 +3,7 @@
 The reviews are sorted by token length before batching (as minibert's evaluation does), so each batch is padded
 only to its own longest review; both sides get exactly the same batches. The forward runs under
 torch.inference_mode, in eval mode (no dropout), fp32 on CPU and bf16 autocast on CUDA. A second minibert row
-runs the opt-in `first_token_only` fast path: the last layer computes the [CLS] position only, the one the head
+runs train.py's `--cls-only` (minibert.model.set_cls_only): the last layer computes the [CLS] position only, the one the head
 reads (the same logits, tests/test_fast_paths.py).
 """
 
@@ -11,7 +11,7 @@ import copy
 
 import torch
 
-from minibert.model import set_fast_paths
+from minibert.model import set_cls_only
 
 from . import common
 from .timing import Row, interleaved, median
@@ -52,7 +52,7 @@ def inference_rows(model_name: str, batches: list[dict], repeats: int, device: s
     """Warm-up: one batch through each model (first-call costs: kernel selection, allocator); then whole passes.
     `pretrained=False`: the architecture with random weights (the same speed; for a machine without the weights)."""
     ours = common.build_ours(model_name, device, pretrained=pretrained)
-    models = {"minibert": ours, "cls only": set_fast_paths(copy.deepcopy(ours), first_token_only=True),
+    models = {"minibert": ours, "cls only": set_cls_only(copy.deepcopy(ours)),
               "sdpa": common.Logits(common.theirs_from(ours, ("sdpa",), device)["sdpa"])}
     n = sum(len(b["input_ids"]) for b in batches)
     T = max(b["input_ids"].shape[1] for b in batches)

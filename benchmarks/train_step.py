@@ -3,31 +3,28 @@
 Both sides hold the same weights (common.theirs_from: one safetensors file read by both), see the same batch of real
 IMDB reviews (8 x 256 tokens by default, so some rows are padded), and run the same step function. transformers
 runs with attn_implementation="sdpa" (its default) and, as a note, "eager" (the explicit formula).
-The fast-path rows compare minibert with itself: the opt-in fused Q/K/V matmul against the readable path; and
-the opt-in last layer at [CLS] only (`first_token_only`: the head reads nothing else) against transformers.
+One more row times train.py's `--cls-only` (minibert.model.set_cls_only: the last layer at [CLS] only, the one
+position the head reads) against transformers.
 `profile_step` prints where the time of one of our steps goes (torch.profiler, top ops by self time).
 """
 
 import copy
 
-from minibert.model import set_fast_paths
+from minibert.model import set_cls_only
 
 from . import common
 from .timing import Row, interleaved, median
 
 
 def train_step_rows(model_name: str, batch: dict, warmup: int, repeats: int, eager: bool,
-                    fast_paths: bool) -> list[Row]:
+                    cls_only: bool) -> list[Row]:
     ours = common.build_ours(model_name)
     impls = ("sdpa", "eager") if eager else ("sdpa",)
     theirs = {impl: common.Logits(m) for impl, m in common.theirs_from(ours, impls).items()}
     candidates = {"minibert": common.stepper(ours, batch)}
     candidates |= {impl: common.stepper(m, batch) for impl, m in theirs.items()}
-    if fast_paths:
-        fused = set_fast_paths(copy.deepcopy(ours), fused_qkv=True, skip_full_mask=True)
-        candidates["minibert fast"] = common.stepper(fused, batch)
-        cls_only = set_fast_paths(copy.deepcopy(ours), first_token_only=True)
-        candidates["minibert cls only"] = common.stepper(cls_only, batch)
+    if cls_only:
+        candidates["minibert cls only"] = common.stepper(set_cls_only(copy.deepcopy(ours)), batch)
     seconds = {k: median(v) for k, v in interleaved(candidates, warmup, repeats).items()}
     B, T = batch["input_ids"].shape
     short = "MiniLM" if model_name == common.MINILM else "distilbert-base"
@@ -36,9 +33,7 @@ def train_step_rows(model_name: str, batch: dict, warmup: int, repeats: int, eag
     if eager:
         rows.append(Row(f"train step {short} {B}x{T} vs transformers eager (note)", seconds["minibert"],
                         seconds["eager"], "s", ""))
-    if fast_paths:
-        rows.append(Row(f"train step {short} {B}x{T}: minibert fast paths vs default", seconds["minibert fast"],
-                        seconds["minibert"], "s", "< 1.0 to turn on"))
+    if cls_only:
         rows.append(Row(f"train step {short} {B}x{T}: last layer at [CLS] only vs transformers sdpa",
                         seconds["minibert cls only"], seconds["sdpa"], "s", "<= 1.0"))
     return rows

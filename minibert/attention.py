@@ -11,14 +11,7 @@ The padding mask: a padded position must receive no attention. We add a large ne
 before the softmax. transformers uses the dtype's most negative finite number, not -inf: a row where every
 key is padding then gets uniform weights instead of NaN (0/0). We do the same.
 
-The fast path beside it (opt-in, off by default; `minibert.model.set_fast_paths` turns it on): `fused_qkv`
-computes Q, K and V with one (D -> 3D) matmul on the concatenation of the three weights, built afresh in every
-forward, so the parameters stay the three `nn.Linear`s above (checkpoints, LoRA and peft see no difference). A
-layer whose q/k/v has been replaced (a LoRA or 4-bit layer) is not a plain `nn.Linear`: its own forward must
-run, so that layer takes the readable path whatever the flag says.
-
-Parity with transformers' eager and sdpa attention: tests/test_model_parity.py; the fused path against the
-readable one: tests/test_fast_paths.py.
+Parity with transformers' eager and sdpa attention: tests/test_model_parity.py.
 """
 
 import torch
@@ -49,11 +42,6 @@ class MultiHeadSelfAttention(nn.Module):
         self.out_lin = nn.Linear(config.dim, config.dim)
         self.attention_dropout = config.attention_dropout
         self.use_sdpa = config.attention == "sdpa"
-        self.fused_qkv = False  # opt-in fast path, see the module docstring
-
-    def can_fuse(self) -> bool:
-        """Fusing reads the three weights directly: only correct while they are plain nn.Linear layers."""
-        return self.fused_qkv and all(type(m) is nn.Linear for m in (self.q_lin, self.k_lin, self.v_lin))
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
@@ -63,15 +51,11 @@ class MultiHeadSelfAttention(nn.Module):
                 queries: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, D) -> (B, T, D). `queries` (B, Tq, D): only these positions ask (their outputs come back,
         (B, Tq, D)); every position of x still answers as a key and a value. Used by Block.first_token."""
-        fused = self.can_fuse() and queries is None  # one matmul needs q, k and v from the same input
         queries = x if queries is None else queries
         B, Tq, D = queries.shape  # x: (B, T, D); queries: (B, Tq, D), Tq = T unless a few positions ask
-        if fused:
-            q, k, v = self.fused_projections(x)  # each (B, H, T, Dh)
-        else:
-            q = self.split_heads(self.q_lin(queries))  # (B, H, Tq, Dh)
-            k = self.split_heads(self.k_lin(x))  # (B, H, T, Dh)
-            v = self.split_heads(self.v_lin(x))  # (B, H, T, Dh)
+        q = self.split_heads(self.q_lin(queries))  # (B, H, Tq, Dh)
+        k = self.split_heads(self.k_lin(x))  # (B, H, T, Dh)
+        v = self.split_heads(self.v_lin(x))  # (B, H, T, Dh)
         bias = None if attention_mask is None else padding_bias(attention_mask, q.dtype)  # (B, 1, 1, T)
         dropout = self.attention_dropout if self.training else 0.0
 
@@ -83,19 +67,6 @@ class MultiHeadSelfAttention(nn.Module):
 
         context = context.transpose(1, 2).reshape(B, Tq, D)  # heads side by side again: (B, Tq, D)
         return self.out_lin(context)  # (B, Tq, D)
-
-    def fused_projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Q, K, V from one matmul: x (B, T, D) @ [Wq; Wk; Wv]^T (D, 3D).
-
-        The same maths (rounding may differ in the last bit) in one kernel launch instead of three. The
-        concatenation copies 3 D^2 weights per forward: little next to the B*T*3D*D multiply-adds."""
-        B, T, D = x.shape
-        weight = torch.cat([self.q_lin.weight, self.k_lin.weight, self.v_lin.weight])  # (3D, D)
-        bias = torch.cat([self.q_lin.bias, self.k_lin.bias, self.v_lin.bias])  # (3D,)
-        qkv = F.linear(x, weight, bias)  # (B, T, 3D): [q | k | v] side by side
-        qkv = qkv.view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, H, T, Dh)
-        q, k, v = qkv.unbind(0)  # each (B, H, T, Dh)
-        return q, k, v
 
     def weights(self, q, k, bias) -> torch.Tensor:
         """softmax(Q K^T / sqrt(Dh) + bias): how much each query attends to each key (minibert.viz draws them)."""

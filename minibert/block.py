@@ -15,7 +15,6 @@ from torch import nn
 
 from .attention import MultiHeadSelfAttention
 from .config import Config
-from .layer_norm import LayerNorm
 
 ACTIVATIONS = {
     "gelu": F.gelu,  # exact: x * Phi(x), with Phi the standard normal CDF
@@ -49,9 +48,9 @@ class Block(nn.Module):
         # BERT drops out the attention output before the residual sum (BertSelfOutput); DistilBERT does not.
         # Only training is affected: in eval mode dropout is the identity either way.
         self.dropout = nn.Dropout(config.dropout) if config.family == "bert" else nn.Identity()
-        self.sa_layer_norm = LayerNorm(config.dim, eps=config.layer_norm_eps)
+        self.sa_layer_norm = nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
         self.ffn = FeedForward(config)
-        self.output_layer_norm = LayerNorm(config.dim, eps=config.layer_norm_eps)
+        self.output_layer_norm = nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         # BEGIN ASSIGNMENT block: post-LN: h = LN1(x + dropout(attention(x, mask))), out = LN2(h + ffn(h))

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from .config import Config
-from .layer_norm import LayerNorm
 
 
 def sinusoidal_table(n_positions: int, dim: int) -> torch.Tensor:
@@ -44,7 +43,7 @@ class Embeddings(nn.Module):
         self.token_type_embeddings = (
             nn.Embedding(config.type_vocab_size, config.dim) if config.type_vocab_size > 0 else None
         )
-        self.LayerNorm = LayerNorm(config.dim, eps=config.layer_norm_eps)  # checkpoint's capitalisation
+        self.LayerNorm = nn.LayerNorm(config.dim, eps=config.layer_norm_eps)  # checkpoint's capitalisation
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -14,12 +14,9 @@ So `Config.family` picks the activation, and checkpoint.py maps `bert.pooler.den
 Pooling: both heads read the first token, [CLS] (`pooling="cls"`, the parity path). all-MiniLM-L6-v2 was trained
 as a sentence embedder with mean pooling over real tokens, so `pooling="mean"` may suit it better.
 
-Speed options, all opt-in, beside the readable path rather than instead of it (measured in bench.py, parity with
-the default path in tests/test_fast_paths.py):
-- `set_fast_paths(model, fused_qkv=..., skip_full_mask=..., bf16_residual=..., first_token_only=...)`: one
-  Q/K/V matmul (attention.py); no mask at all for a batch without padding, which lets SDPA pick its flash kernel
-  on CUDA (a mask rules it out); under bf16 autocast, LayerNorm outputs (the residual stream) in bf16
-  (layer_norm.py); and for a [CLS] classifier, a last layer that computes position 0 only: the head reads
+Two speed options, opt-in, beside the readable path rather than instead of it (parity with the default path in
+tests/test_fast_paths.py); train.py turns them on with `--cls-only` and `--compile`:
+- `set_cls_only(model)`: for a [CLS] classifier, a last layer that computes position 0 only. The head reads
   nothing else, so the other T-1 outputs of that layer are work thrown away (block.py `first_token`).
 - `compile_model(model)`: torch.compile, in place, so parameter names and checkpoints stay as they are.
 They are runtime switches, not architecture: they are not saved in config.json.
@@ -28,12 +25,10 @@ They are runtime switches, not architecture: they are not saved in config.json.
 import torch
 from torch import nn
 
-from .attention import MultiHeadSelfAttention
 from .block import Block
 from .config import Config
 from .embeddings import Embeddings
 from .hf_names import hf_encoder_module_name, hf_module_name
-from .layer_norm import LayerNorm
 
 HEAD_ACTIVATIONS = {"distilbert": nn.ReLU, "bert": nn.Tanh}
 
@@ -46,7 +41,6 @@ class Encoder(nn.Module):
         self.config = config
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
-        self.skip_full_mask = False  # opt-in fast path, see set_fast_paths
         init_weights(self, config)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -54,10 +48,6 @@ class Encoder(nn.Module):
         """-> last hidden state (B, T, D); with `first_token_only`, the last layer computes position 0 only:
         (B, 1, D), all a [CLS] classifier reads (Block.first_token)."""
         check_inputs(input_ids, attention_mask)
-        if self.skip_full_mask and attention_mask is not None and bool(attention_mask.all()):
-            # No padding anywhere: the bias would add 0 to every score. `.all()` waits for the GPU once per batch
-            # and splits a torch.compile graph in two; train.py drops an all-ones mask on the CPU instead.
-            attention_mask = None
         x = self.embeddings(input_ids)  # (B, T, D)
         n_full = len(self.layers) - 1 if first_token_only else len(self.layers)
         for layer in self.layers[:n_full]:
@@ -84,7 +74,7 @@ class Classifier(nn.Module):
         self.classifier = nn.Linear(config.dim, config.num_labels)
         init_weights(self.pre_classifier, config)  # the encoder initialised itself
         init_weights(self.classifier, config)
-        self.first_token_only = False  # opt-in fast path, see set_fast_paths
+        self.first_token_only = False  # opt-in fast path, see set_cls_only
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         # BEGIN ASSIGNMENT head: cls: the vector at position 0; mean: average over real tokens (all T if no mask)
@@ -108,31 +98,19 @@ class Classifier(nn.Module):
         return hf_module_name(path, self.config)
 
 
-def set_fast_paths(model: nn.Module, fused_qkv: bool = False, skip_full_mask: bool = False,
-                   bf16_residual: bool = False, first_token_only: bool = False) -> nn.Module:
-    """Switch the opt-in fast paths of every encoder inside `model` (an Encoder, a Classifier, or any module holding
-    them, e.g. after lora.inject); returns `model`. All default to off: the readable path.
-    `first_token_only` is a Classifier's: with [CLS] pooling its last layer computes position 0 only."""
+def set_cls_only(model: nn.Module, on: bool = True) -> nn.Module:
+    """Let every [CLS] classifier inside `model` (a Classifier, or any module holding one, e.g. after lora.inject)
+    compute its last layer at position 0 only; returns `model`. Refused for mean pooling, which reads every position
+    of the last layer, and for a module with no Classifier inside (a bare encoder's caller may read them all)."""
     classifiers = [m for m in model.modules() if isinstance(m, Classifier)]
-    if first_token_only and not classifiers:
-        raise ValueError(f"first_token_only needs a minibert Classifier inside {type(model).__name__}: it changes "
+    if not classifiers:
+        raise ValueError(f"set_cls_only needs a minibert Classifier inside {type(model).__name__}: it changes "
                          "what the last layer returns, which only a [CLS] head may ignore")
-    if first_token_only and (pools := {m.config.pooling for m in classifiers} - {"cls"}):
-        raise ValueError(f"first_token_only needs pooling='cls'; this classifier pools {pools.pop()!r}, which "
+    if on and (pools := {m.config.pooling for m in classifiers} - {"cls"}):
+        raise ValueError(f"set_cls_only needs pooling='cls'; this classifier pools {pools.pop()!r}, which "
                          "reads every position of the last layer")
-    found = False
-    for m in model.modules():
-        if isinstance(m, Classifier):
-            m.first_token_only = first_token_only
-        if isinstance(m, Encoder):
-            m.skip_full_mask = skip_full_mask
-            found = True
-        elif isinstance(m, MultiHeadSelfAttention):
-            m.fused_qkv = fused_qkv
-        elif isinstance(m, LayerNorm):
-            m.cast_to_autocast_dtype = bf16_residual
-    if not found:
-        raise ValueError(f"set_fast_paths: no minibert Encoder inside {type(model).__name__}")
+    for m in classifiers:
+        m.first_token_only = on
     return model
 
 

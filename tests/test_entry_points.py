@@ -14,7 +14,7 @@ import bench
 import lora
 import quant
 import train
-from benchmarks import imdb_job, mfu
+from benchmarks import imdb_job
 from minibert import coursework, predict, tokenizer, viz
 from conftest import REPO
 from minibert.errors import run_cli
@@ -28,11 +28,6 @@ def a_run_folder(folder: str) -> str:
     run.mkdir()
     (run / "run_config.json").write_text(json.dumps({"seed": 0}))
     return str(run)
-
-
-def a_text_file(folder: str, content: bytes, name: str) -> str:
-    (Path(folder) / name).write_bytes(content)
-    return str(Path(folder) / name)
 
 
 # (command, argv built from tmp_path, a fragment the one-line message must hold)
@@ -95,9 +90,7 @@ CASES = {
     "bench: negative threads": (bench.main, lambda t: ["--threads", "-2"], "--threads"),
     "imdb_job: unknown variant": (imdb_job.main, lambda t: ["--data", t, "--order", "graphs,fastest"], "fastest"),
     "imdb_job: no such data folder": (imdb_job.main, lambda t: ["--data", f"{t}/nowhere"], "nowhere"),
-    "mfu: no results named": (mfu.main, lambda t: [], "usage"),
-    "mfu: no such results file": (mfu.main, lambda t: [f"{t}/none.json"], "none.json"),
-    "mfu: results not JSON": (mfu.main, lambda t: [a_text_file(t, b"{not json", "r.json")], "r.json"),
+    "bench: unknown CUDA part": (bench.main, lambda t: ["--cuda-only", "--cuda-parts", "train,mfu"], "mfu"),
 }
 
 
@@ -119,5 +112,5 @@ def test_a_mistake_is_one_line_and_exit_2(case, tmp_path, capsys):
 def test_the_table_covers_every_entry_point():
     commands = {main for main, _, _ in CASES.values()}
     assert commands == {train.main, predict.main, coursework.main, viz.main, tokenizer.main, bench.main,
-                        imdb_job.main, mfu.main}
+                        imdb_job.main}
     assert len(CASES) >= 40

@@ -1,7 +1,7 @@
-"""The opt-in fast paths (minibert.model.set_fast_paths, compile_model) compute what the readable path computes.
+"""The opt-in speed options (minibert.model.set_cls_only, compile_model) compute what the readable path computes.
 
-Each test builds a tiny random minibert model, copies it, switches the fast path on in the copy, and compares
-the two on the same batch in eval mode (<= 1e-5), or their gradients with dropout off. No transformers needed:
+Each test builds a tiny random minibert model, copies it, switches the option on in the copy, and compares the two
+on the same batch in eval mode (<= 1e-5), or their gradients with dropout off. No transformers needed:
 the readable path itself is pinned to transformers by tests/test_model_parity.py.
 """
 
@@ -10,9 +10,8 @@ import copy
 import pytest
 import torch
 
-import lora
 import minibert
-from minibert.model import compile_model, set_fast_paths
+from minibert.model import compile_model, set_cls_only
 
 TINY = dict(vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=40)
 CONFIGS = {
@@ -39,56 +38,11 @@ def padded_batch(lengths=(12, 1, 5, 12)):
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_fused_qkv_matches_readable_path(name):
-    """One concatenated Q/K/V matmul gives the same logits as three separate projections, on a padded batch."""
-    ours = perturbed(CONFIGS[name])
-    fast = set_fast_paths(copy.deepcopy(ours), fused_qkv=True)
-    assert all(layer.attention.can_fuse() for layer in fast.encoder.layers)
-    ids, mask = padded_batch()
-    with torch.no_grad():
-        torch.testing.assert_close(fast(ids, mask), ours(ids, mask), atol=1e-5, rtol=0)
-
-
-@pytest.mark.parametrize("name", CONFIGS)
-def test_skip_full_mask_matches_readable_path(name):
-    """Without padding, dropping the all-ones mask changes nothing; with padding, the mask is still applied."""
-    ours = perturbed(CONFIGS[name])
-    fast = set_fast_paths(copy.deepcopy(ours), skip_full_mask=True)
-    ids, mask = padded_batch(lengths=(12, 12, 12))
-    padded_ids, padded_mask = padded_batch()
-    with torch.no_grad():
-        torch.testing.assert_close(fast.encoder(ids, mask), ours.encoder(ids, mask), atol=1e-5, rtol=0)
-        torch.testing.assert_close(fast(padded_ids, padded_mask), ours(padded_ids, padded_mask), atol=1e-5, rtol=0)
-
-
-@pytest.mark.parametrize("name", CONFIGS)
-def test_bf16_residual_is_a_no_op_in_float32_and_bf16_under_autocast(name):
-    """Without autocast the flag changes nothing (float32 in and out). Under bf16 autocast every LayerNorm writes
-    bf16 instead of float32, and the logits stay those of the readable path within bf16 rounding."""
-    from minibert.layer_norm import LayerNorm
-
-    ours = perturbed(CONFIGS[name])
-    fast = set_fast_paths(copy.deepcopy(ours), bf16_residual=True)
-    ids, mask = padded_batch()
-    with torch.no_grad():
-        torch.testing.assert_close(fast(ids, mask), ours(ids, mask), atol=0, rtol=0)
-        dtypes = {"ours": set(), "fast": set()}
-        for key, model in (("ours", ours), ("fast", fast)):
-            for m in model.modules():
-                if isinstance(m, LayerNorm):
-                    m.register_forward_hook(lambda mod, args, out, key=key: dtypes[key].add(out.dtype))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            fast_logits, our_logits = fast(ids, mask), ours(ids, mask)
-    assert dtypes == {"ours": {torch.float32}, "fast": {torch.bfloat16}}
-    torch.testing.assert_close(fast_logits.float(), our_logits.float(), atol=0.05, rtol=0.05)
-
-
-@pytest.mark.parametrize("name", CONFIGS)
 def test_first_token_only_matches_readable_path(name):
     """A [CLS] classifier whose last layer computes position 0 only gives the same logits on a padded batch; the
     encoder then returns one position, (B, 1, D), equal to position 0 of the full last hidden state."""
     ours = perturbed(CONFIGS[name])
-    fast = set_fast_paths(copy.deepcopy(ours), first_token_only=True)
+    fast = set_cls_only(copy.deepcopy(ours))
     ids, mask = padded_batch()
     with torch.no_grad():
         torch.testing.assert_close(fast(ids, mask), ours(ids, mask), atol=1e-5, rtol=0)
@@ -101,17 +55,17 @@ def test_first_token_only_refuses_what_reads_other_positions():
     """Mean pooling reads every position of the last layer, and a bare encoder's caller may too: both refused."""
     mean = minibert.build_classifier(CONFIGS["distilbert-sdpa"].with_(pooling="mean"))
     with pytest.raises(ValueError, match="pooling='cls'.*'mean'"):
-        set_fast_paths(mean, first_token_only=True)
+        set_cls_only(mean)
     with pytest.raises(ValueError, match="needs a minibert Classifier inside Encoder"):
-        set_fast_paths(perturbed(CONFIGS["distilbert-sdpa"]).encoder, first_token_only=True)
+        set_cls_only(perturbed(CONFIGS["distilbert-sdpa"]).encoder)
 
 
-def test_fast_paths_gradients_match():
-    """With dropout off, every parameter's gradient through the fast paths equals the readable path's (<= 1e-5):
-    the outputs a [CLS] head ignores carried no gradient, so computing only position 0 changes none."""
+def test_cls_only_gradients_match():
+    """With dropout off, every parameter's gradient equals the readable path's (<= 1e-5): the outputs a [CLS] head
+    ignores carried no gradient, so computing only position 0 changes none."""
     config = CONFIGS["distilbert-sdpa"].with_(dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0)
     ours = perturbed(config).train()
-    fast = set_fast_paths(copy.deepcopy(ours), fused_qkv=True, skip_full_mask=True, first_token_only=True).train()
+    fast = set_cls_only(copy.deepcopy(ours)).train()
     ids, mask = padded_batch()
     labels = torch.tensor([0, 1, 1, 0])
     for model in (ours, fast):
@@ -121,40 +75,21 @@ def test_fast_paths_gradients_match():
         torch.testing.assert_close(fast_params[name].grad, p.grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_fused_qkv_falls_back_under_lora():
-    """After lora.inject on q_lin/v_lin the fused path is skipped, so LoRA's update still counts."""
-    ours = lora.inject(perturbed(CONFIGS["distilbert-sdpa"]), targets=("q_lin", "v_lin"), r=2, alpha=4, dropout=0.0)
-    with torch.no_grad():
-        for _, layer in lora.lora_layers(ours):
-            layer.lora_B.weight.normal_()  # a non-zero update: the fused weights would miss it
-    fast = set_fast_paths(copy.deepcopy(ours), fused_qkv=True).eval()
-    assert not any(layer.attention.can_fuse() for layer in fast.encoder.layers)
-    ids, mask = padded_batch()
-    with torch.no_grad():
-        torch.testing.assert_close(fast(ids, mask), ours.eval()(ids, mask), atol=1e-5, rtol=0)
-
-
-def test_fast_paths_keep_parameter_names_and_default_off():
-    """The fast paths add no parameter (checkpoint and LoRA names unchanged) and are off unless asked for."""
+def test_cls_only_keeps_parameter_names_is_off_by_default_and_turns_off():
+    """The option adds no parameter (checkpoint and LoRA names unchanged), is off unless asked for, and
+    `set_cls_only(model, False)` gives the readable path back."""
     ours = perturbed(CONFIGS["bert-sdpa"])
-    assert not ours.encoder.skip_full_mask and not ours.encoder.layers[0].attention.fused_qkv
-    assert not ours.encoder.layers[0].sa_layer_norm.cast_to_autocast_dtype and not ours.first_token_only
-    fast = set_fast_paths(copy.deepcopy(ours), fused_qkv=True, skip_full_mask=True, bf16_residual=True,
-                          first_token_only=True)
-    assert list(fast.state_dict()) == list(ours.state_dict())
-
-
-def test_set_fast_paths_needs_an_encoder():
-    """A module without a minibert Encoder inside is refused with a message naming it."""
-    with pytest.raises(ValueError, match="no minibert Encoder inside Linear"):
-        set_fast_paths(torch.nn.Linear(2, 2), fused_qkv=True)
+    assert not ours.first_token_only
+    fast = set_cls_only(copy.deepcopy(ours))
+    assert fast.first_token_only and list(fast.state_dict()) == list(ours.state_dict())
+    assert not set_cls_only(fast, False).first_token_only
 
 
 def test_compile_model_is_in_place(monkeypatch):
     """compile_model compiles in place with dynamic shapes: the same module comes back, so keys get no `_orig_mod.`.
 
-    nn.Module.compile is replaced by a recorder: compiling for real costs a minute on 2 CPU cores (bench.py's CUDA
-    rows run the compiled model).
+    nn.Module.compile is replaced by a recorder: compiling for real costs a minute on 2 CPU cores (train.py's
+    --compile runs the compiled model).
     """
     ours = perturbed(CONFIGS["distilbert-sdpa"])
     calls = []
