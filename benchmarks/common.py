@@ -94,7 +94,8 @@ def imdb_reviews(data_dir: Path, split: str = "train", n: int | None = None,
                  seed: int = 0) -> tuple[list[str], np.ndarray]:
     """`n` reviews of a seeded shuffle of the split (all of it, in file order, when n is None) and their labels
     (0 = negative, 1 = positive)."""
-    from minibert.training.data import cache_root, load_raw_splits
+    from minibert.training.data import cache_root
+    from minibert.training.sources import load_raw_splits
 
     raw = load_raw_splits(data_dir, cache_root())[split]
     rows = np.arange(len(raw)) if n is None else np.random.default_rng(seed).permutation(len(raw))[:n]

@@ -15,7 +15,8 @@ import time
 
 import numpy as np
 
-from minibert.training.data import cache_root, load_raw_splits, tokenize_rows
+from minibert.training.data import cache_root, tokenize_rows
+from minibert.training.sources import load_raw_splits
 from minibert.paths import minilm_dir
 
 from .timing import Row, interleaved, median

@@ -14,18 +14,20 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-# The coursework plugin (`pytest --assignment ...`, minibert/coursework.py) belongs to these tests, not to every
+# Absolute, and in the environment: every process the tests start (train.py, a student copy's pytest) reads it.
+IMDB_DIR = Path(os.environ.get("MINIBERT_DATA", REPO.parent / "shared" / "data" / "imdb")).resolve()
+os.environ["MINIBERT_DATA"] = str(IMDB_DIR)
+# The coursework plugin (minibert/coursework/plugin.py) belongs to these tests, not to every
 # pytest run of an environment where minibert is installed.
-pytest_plugins = ["minibert.coursework"]
+pytest_plugins = ["minibert.coursework.plugin"]
 
 
 @pytest.fixture(scope="session")
 def imdb_dir() -> Path:
     """The IMDB folder (train.parquet, test.parquet). A missing folder is an error, not a skip."""
-    path = Path(os.environ.get("MINIBERT_DATA", REPO.parent / "shared" / "data" / "imdb")).resolve()
-    if not (path / "train.parquet").is_file():
-        raise FileNotFoundError(f"IMDB not found at {path}: set MINIBERT_DATA to the folder holding train.parquet")
-    return path
+    if not (IMDB_DIR / "train.parquet").is_file():
+        raise FileNotFoundError(f"IMDB not found at {IMDB_DIR}: set MINIBERT_DATA to the folder holding train.parquet")
+    return IMDB_DIR
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""The coursework kit (minibert/coursework.py): markers, student copies, the grader, the needs plugin.
+"""The coursework kit (minibert/coursework/): markers, student copies, the grader, the needs plugin.
 
 The end-to-end claims run on this repository with one `grade` call over nine directories (the grader imports torch,
 transformers and bitsandbytes once and forks a child per directory): the complete repository, a student copy, and

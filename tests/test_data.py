@@ -15,9 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from minibert.training import data
+from minibert.training import data, sources
 from minibert.training.batching import Collator, LengthBucketBatchSampler, padding_fraction
-from minibert.training.data import DataError, prepare_imdb, tokenize_full_split
+from minibert.training.data import prepare_imdb, tokenize_full_split
+from minibert.training.sources import DataError
 from minibert.tokenizer import load_tokenizer
 
 
@@ -231,7 +232,7 @@ def test_offline_without_data_fails_fast_with_hint(monkeypatch, tokenizer, tmp_p
     def no_network(*args, **kwargs):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(data.socket, "create_connection", no_network)
+    monkeypatch.setattr(sources.socket, "create_connection", no_network)
     with pytest.raises(DataError, match=r"pass --data FOLDER"):
         prepare_imdb(None, tokenizer, cache_dir=tmp_path)
 
@@ -242,8 +243,8 @@ def test_hub_source_holds_out_a_disjoint_test_part(monkeypatch, tokenizer, tmp_p
 
     fake = datasets.Dataset.from_dict({"review": [f"row {i}" for i in range(60)],
                                        "sentiment": [("positive", "negative")[i % 2] for i in range(60)]})
-    monkeypatch.setattr(data, "_hub_reachable", lambda: True)
-    monkeypatch.setattr(data.datasets, "load_dataset", lambda name, split: fake)
+    monkeypatch.setattr(sources, "_hub_reachable", lambda: True)
+    monkeypatch.setattr(sources.datasets, "load_dataset", lambda name, split: fake)
     splits = prepare_imdb(None, tokenizer, max_len=16, train_samples="all", val_samples=5, eval_samples="all",
                           cache_dir=tmp_path)
     train = source_rows(tokenizer, splits["train"]) + source_rows(tokenizer, splits["val"])

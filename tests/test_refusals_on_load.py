@@ -17,9 +17,9 @@ from torch import nn
 
 import minibert
 import quant
-from minibert.training import data
+from minibert.training import data, sources
 from minibert.checkpoint import CheckpointError, check_tokenizer_fits
-from minibert.training.data import DataError
+from minibert.training.sources import DataError
 from minibert.tokenizer import load_tokenizer
 
 VOCAB = 100
@@ -207,7 +207,7 @@ def test_the_untouched_4bit_file_loads(four_bit_file):
 
 def _raw(n=12):
     texts = [f"review number {i} " * (i % 4 + 1) for i in range(n)]
-    return data.RawSplit("train", np.arange(n) % 2, "fixed-fingerprint", lambda rows: [texts[i] for i in rows])
+    return sources.RawSplit("train", np.arange(n) % 2, "fixed-fingerprint", lambda rows: [texts[i] for i in rows])
 
 
 def _tear(path):

@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywher
 import numpy as np  # noqa: E402
 
 import minibert  # noqa: E402
-from minibert.training.data import cache_root, load_raw_splits  # noqa: E402
+from minibert.training.data import cache_root  # noqa: E402
+from minibert.training.sources import load_raw_splits  # noqa: E402
 
 NO_LIMIT = 1_000_000  # longer than any review: nothing is truncated
 

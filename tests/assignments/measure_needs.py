@@ -4,7 +4,7 @@
     python tests/assignments/measure_needs.py tests/test_data.py   # only these, merged into the existing table
 
 How: for each assignment, a temporary copy of the repository with only that assignment's regions stubbed
-(minibert/coursework.py `make_copy`), and the tests run there with nothing deselected; one more untouched copy is
+(minibert/coursework/regions.py `make_copy`), and the tests run there with nothing deselected; one more untouched copy is
 the baseline. A test needs the assignments whose stubbing made it fail. A test failing in the baseline is listed,
 and gets only the needs its failure messages name ("NotImplementedError: <name>: ..."): re-measure it once fixed. tests/test_coursework.py declares its needs itself (every assignment: it
 checks the complete repository), so it is not measured. The table is read by the coursework pytest plugin, which
