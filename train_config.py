@@ -216,6 +216,8 @@ def check(cfg: RunConfig) -> None:
         value = str(getattr(cfg, name))
         if not (value.isdigit() and int(value) >= 1 or may_be_all and value == "all"):
             refuse(name, "must be a whole number of at least 1" + (", or all" if may_be_all else ""))
+    if not isinstance(cfg.seed, int) or cfg.seed < 0:
+        refuse("seed", "must be a whole number of at least 0")
     if cfg.max_len < (2 if cfg.special_tokens else 1):
         refuse("max_len", "must leave room for [CLS] and [SEP]")
     if cfg.pad_multiple > cfg.max_len:

@@ -8,6 +8,7 @@ import torch
 import lora
 import minibert
 import quant
+from minibert.errors import UserError
 from train_config import HEAD, RunConfig, check_against_model
 
 LABELS = ("negative", "positive")  # by logit index: the IMDB labels are 0 = negative, 1 = positive
@@ -50,7 +51,12 @@ def build_model(cfg: RunConfig):
         quant.prepare_for_kbit_training(model, head=HEAD, use_gradient_checkpointing=False)
     if cfg.method in ("lora", "qlora"):  # frozen base + low-rank updates; the head trains fully
         targets = tuple(cfg.lora_targets.split(",")) if cfg.lora_targets else None
-        model = lora.inject(model, targets=targets, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
+        try:
+            model = lora.inject(model, targets=targets, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
+        except (ValueError, TypeError) as err:  # a name that is no Linear layer of this model: the user's to fix
+            if not cfg.lora_targets:
+                raise  # the family's own targets failed: a bug of ours, with its traceback
+            raise UserError(f"--lora-targets {cfg.lora_targets!r}: {err}") from None
     return model, tokenizer
 
 

@@ -16,6 +16,7 @@ Pinned by tests/test_lora_adapter.py: one refusal per variant and per bad tensor
 """
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -64,10 +65,16 @@ def read_adapter_config(directory) -> dict:
     r, alpha, dropout = config.get("r"), config.get("lora_alpha", 8), config.get("lora_dropout", 0.0)  # 8: peft's
     if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
         raise AdapterError(f"{path} has r={r!r}; expected a positive integer")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:  # NaN too
         raise AdapterError(f"{path} has lora_alpha={alpha!r}; expected a positive number")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise AdapterError(f"{path} has lora_dropout={dropout!r}; expected a number in [0, 1)")
+    for key, regex_too in (("target_modules", True), ("modules_to_save", False)):  # as peft's LoraConfig types them
+        names = config.get(key)
+        if not (names is None or regex_too and isinstance(names, str) or isinstance(names, list) and all(
+                isinstance(name, str) for name in names)):
+            raise AdapterError(f"{path} has {key}={names!r}; expected a list of module names"
+                               f"{', a regex string' if regex_too else ''} or null")
 
     init = config.get("init_lora_weights")
     changed = f"{path} was trained from init_lora_weights={init!r}, which also changes the base model's weights: its " \

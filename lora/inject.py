@@ -22,6 +22,8 @@ What is unusual here:
 Tested against peft 0.21.2 on transformers DistilBERT, BERT and Llama in tests/test_lora.py.
 """
 
+import math
+
 from torch import nn
 
 from .layer import LoRALinear
@@ -66,7 +68,7 @@ def inject(model: nn.Module, targets=None, r: int = 8, alpha: float = 16, dropou
     """
     if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
         raise ValueError(f"LoRA rank r must be a positive integer; got r={r!r}")
-    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0:
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0 < alpha < math.inf:  # NaN fails too
         raise ValueError(f"LoRA alpha must be a positive number; got alpha={alpha!r}")
     if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"LoRA dropout must be in [0, 1); got dropout={dropout!r}")

@@ -84,7 +84,8 @@ def read_texts(path: Path) -> list[str]:
             print("reading texts from standard input, one a line; end with Ctrl-D", file=sys.stderr)
         data, name = sys.stdin.buffer.read(), "standard input"
     elif not path.is_file():
-        raise UserError(f"--file {path}: {'is a folder' if path.is_dir() else 'no such file'}")
+        why = "is a folder" if path.is_dir() else "is not a regular file" if path.exists() else "no such file"
+        raise UserError(f"--file {path}: {why}")
     else:
         data, name = path.read_bytes(), str(path)
     try:
@@ -153,6 +154,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.max_len is not None and args.max_len < 2:
         raise UserError(f"--max-len must be at least 2 (room for [CLS] and [SEP]), got {args.max_len}")
+    if blank := next((i for i, text in enumerate(args.texts, 1) if not text.strip()), None):
+        # a file's blank lines are skipped as separators; a text given on the command line was meant as one
+        raise UserError(f"text {blank} on the command line is empty: nothing to classify")
     return args
 
 

@@ -130,14 +130,21 @@ def count_bytes(model: nn.Module) -> tuple[int, int, int, int]:
     return total_params, total_bytes, q_params, q_bytes
 
 
-def quantize_model(model: nn.Module, skip: tuple[str, ...] = DEFAULT_SKIP, compute_dtype: torch.dtype = torch.float32,
+def quantize_model(model: nn.Module, skip: tuple[str, ...] | None = None, compute_dtype: torch.dtype = torch.float32,
                    double_quant: bool = False, blocksize: int = 64, backend: str = "bnb",
                    verbose: bool = False) -> MemoryReport:
     """Replace every nn.Linear of `model` (in place, on its own device) by a 4-bit NF4 layer; return the bytes saved.
 
     backend="bnb": bitsandbytes' Linear4bit (fast kernels on CUDA; CPU works too). backend="reference": our
     NF4Linear, which dequantizes in plain torch every forward (slow, for learning). Both hold identical bytes.
+    skip: module name components kept in full precision (None: DEFAULT_SKIP, the usual heads); each name given must
+    be a component of some module's name, so that a typo cannot quietly quantize the head.
     """
+    if skip is None:
+        skip = DEFAULT_SKIP
+    elif unknown := [s for s in skip if not any(matches(name, (s,)) for name, _ in model.named_modules())]:
+        raise ValueError(f"skip {unknown} names no module of {type(model).__name__}: a module is skipped when a "
+                         "component of its dotted name (e.g. 'classifier' in 'bert.classifier') is in skip")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     check_blocksize(blocksize)
@@ -158,6 +165,9 @@ def quantize_model(model: nn.Module, skip: tuple[str, ...] = DEFAULT_SKIP, compu
         check_compute_dtype(compute_dtype, linear.weight.device)
         if linear.weight.dtype not in DTYPES:
             raise TypeError(f"{name}: weight dtype {linear.weight.dtype} can't be quantized; NF4 takes {DTYPES}")
+        if not torch.isfinite(linear.weight).all():
+            raise ValueError(f"{name}: weight holds NaN or inf; each NF4 block is scaled by its absmax, which would "
+                             "be too: load finite weights")
         if backend == "bnb":
             from .bnb import check_cpu_shape
             check_cpu_shape(linear.in_features, blocksize, linear.weight.device)

@@ -112,6 +112,8 @@ def quantize_nf4(w: torch.Tensor, blocksize: int = 64, double_quant: bool = Fals
         raise TypeError(f"quantize_nf4 supports {DTYPES} (as bitsandbytes does), got {w.dtype}")
     if w.numel() == 0:
         raise ValueError("quantize_nf4 got an empty tensor")
+    if not torch.isfinite(w).all():
+        raise ValueError("quantize_nf4 got NaN or inf: each block is scaled by its absmax, which would be too")
     check_blocksize(blocksize)
 
     # BEGIN ASSIGNMENT nf4: scale each block by its absmax (absmax_scale), then the nearest level's code (nearest_code)

@@ -249,6 +249,29 @@ def test_load_rejects_adapters_that_do_not_fit(distilbert, bert, good_adapter, t
         lora.load_adapter(copy.deepcopy(distilbert), tmp_path / "missing")
 
 
+BAD_CONFIG_VALUES = {  # adapter_config.json key: a value of the wrong type or range, and what the message says
+    "r": ("eight", "has r='eight'; expected a positive integer"),
+    "lora_alpha": (float("nan"), "has lora_alpha=nan; expected a positive number"),
+    "lora_dropout": (2.0, r"has lora_dropout=2.0; expected a number in \[0, 1\)"),
+    "target_modules": (5, "has target_modules=5; expected a list of module names, a regex string or null"),
+    "modules_to_save": ("classifier", "has modules_to_save='classifier'; expected a list of module names or null"),
+}
+
+
+@pytest.mark.parametrize("key", BAD_CONFIG_VALUES)
+def test_a_config_value_of_the_wrong_type_or_range_is_refused(distilbert, good_adapter, tmp_path, key):
+    """Each is one AdapterError naming the file and the key, before any weight is read; the model is untouched."""
+    value, message = BAD_CONFIG_VALUES[key]
+    shutil.copytree(good_adapter, tmp_path / "a")
+    config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps({**config, key: value}))
+    model = copy.deepcopy(distilbert)
+    before = snapshot(model)
+    with pytest.raises(lora.AdapterError, match="adapter_config.json " + message):
+        lora.load_adapter(model, tmp_path / "a")
+    assert_unchanged(model, before)
+
+
 def test_save_refuses_what_peft_could_not_load(distilbert, tmp_path):
     """No LoRA, a head that is not a module or that holds LoRA, layers of two ranks: AdapterError, nothing written."""
     ours = lora.inject(copy.deepcopy(distilbert), r=4, alpha=8)

@@ -166,7 +166,8 @@ def test_double_quant_roundtrip(dtype):
 # ---- bad input --------------------------------------------------------------------------------------------------
 
 def test_bad_input_errors():
-    """Integer and float64 tensors, unsupported block sizes, empty tensors and mismatched states raise clear errors."""
+    """Integer and float64 tensors, unsupported block sizes, empty or non-finite tensors and mismatched states raise
+    clear errors."""
     with pytest.raises(TypeError, match="floating-point"):
         quantize_nf4(torch.arange(64))
     with pytest.raises(TypeError, match="float64"):
@@ -175,6 +176,9 @@ def test_bad_input_errors():
         quantize_nf4(torch.randn(64), blocksize=48)
     with pytest.raises(ValueError, match="empty"):
         quantize_nf4(torch.randn(0))
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="NaN or inf"):
+            quantize_nf4(torch.randn(64).index_fill(0, torch.tensor([5]), bad))
     packed, state = quantize_nf4(torch.randn(10, 10))
     with pytest.raises(ValueError, match="50 bytes"):
         dequantize_nf4(packed[:-1], state)

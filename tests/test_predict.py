@@ -141,6 +141,8 @@ BAD_INPUTS = [
     ("missing-file", lambda run, tmp: ([run, "--file", tmp / "none.txt"], None), "none.txt: no such file"),
     ("not-utf8-file", lambda run, tmp: ([run, "--file", text_file(tmp, b"fine\nna\xefve\n")], None),
      "texts.txt is not UTF-8 text: byte 7 (line 2)"),
+    ("not-a-regular-file", lambda run, tmp: ([run, "--file", os.devnull], None), "is not a regular file"),
+    ("blank-text-argument", lambda run, tmp: ([run, "good", "  "], None), "text 2 on the command line is empty"),
     ("empty-file", lambda run, tmp: ([run, "--file", text_file(tmp, b"\n  \n")], None), "nothing to classify"),
     ("empty-stdin", lambda run, tmp: ([run], ""), "nothing to classify: standard input"),
     ("batch-size-0", lambda run, tmp: ([run, "a text", "--batch-size", "0"], None), "--batch-size must be at least 1"),

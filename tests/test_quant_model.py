@@ -201,7 +201,8 @@ def test_double_quant_memory():
 
 
 def test_bad_arguments():
-    """Re-quantizing, unknown backends, block sizes and compute dtypes, and bnb's bad CPU shapes raise clearly."""
+    """Re-quantizing, unknown backends, block sizes and compute dtypes, a skip name that names no module, a NaN weight,
+    and bnb's bad CPU shapes raise clearly; the model is left as it was."""
     with pytest.raises(ValueError, match="backend"):
         quant.quantize_model(Toy(), backend="gptq")
     with pytest.raises(ValueError, match="blocksize 100"):
@@ -212,6 +213,14 @@ def test_bad_arguments():
         quant.quantize_model(Toy(dtype=torch.float64))
     with pytest.raises(ValueError, match="nothing to quantize"):
         quant.quantize_model(nn.Sequential(nn.ReLU()))
+    with pytest.raises(ValueError, match=r"skip \['clasifier'\] names no module of Toy"):
+        quant.quantize_model(Toy(), skip=("clasifier",))
+    broken = Toy()
+    with torch.no_grad():
+        next(m for m in broken.modules() if isinstance(m, nn.Linear)).weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="weight holds NaN or inf"):
+        quant.quantize_model(broken)
+    assert not any(quant.is_4bit_layer(m) for m in broken.modules())
     model = Toy()
     quant.quantize_model(model)
     with pytest.raises(ValueError, match="already holds 4-bit layers"):
