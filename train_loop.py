@@ -87,7 +87,7 @@ def train_step(model, optimizer, schedule, group, dataset, collate, cfg: RunConf
         # Under DDP, gradients are averaged across ranks during backward; only the last micro-batch needs that.
         sync = contextlib.nullcontext() if i == len(group) - 1 or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
-            # BEGIN ASSIGNMENT training_step: forward under autocast; loss = sum of cross-entropy / n_reviews; backward
+            # BEGIN ASSIGNMENT training_step: each micro-batch: forward under autocast, a float32 cross-entropy scaled so that the step averages over all n_reviews, backward
             with autocast(cfg):
                 logits = model(batch["input_ids"], batch.get("attention_mask"))  # (B, C)
             # Sum, then divide by the step's review count: accumulated micro-batches weigh as one big batch.
@@ -95,7 +95,7 @@ def train_step(model, optimizer, schedule, group, dataset, collate, cfg: RunConf
             loss.backward()
             # END ASSIGNMENT
         total = total + loss.detach()
-    # BEGIN ASSIGNMENT training_step: clip grad norm to cfg.clip if > 0, then optimizer.step, schedule.step, zero_grad
+    # BEGIN ASSIGNMENT training_step: once per step: clip the trainable gradients' norm (when cfg.clip > 0), then the optimizer's and the schedule's steps, then clear the gradients
     if cfg.clip > 0:
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.clip)
     optimizer.step()

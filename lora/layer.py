@@ -94,7 +94,7 @@ class LoRALinear(nn.Module):
         return self.base_layer.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # BEGIN ASSIGNMENT lora: base(x) + scaling * B(A(dropout(x))) in A's dtype, cast to base's; base(x) if merged
+        # BEGIN ASSIGNMENT lora: the frozen layer's output plus the scaled low-rank update of the module docstring (dropout on the update's input); the update in A's dtype, the sum in the base output's; once merged, W holds the update
         result = self.base_layer(x)  # (..., out)
         if self.merged:  # the update already lives in W
             return result
@@ -105,7 +105,7 @@ class LoRALinear(nn.Module):
 
     def delta_weight(self) -> torch.Tensor:
         """The update `scaling * B A` as an (out, in) float32 matrix (float32 so bf16 A/B do not lose bits)."""
-        # BEGIN ASSIGNMENT lora: scaling * B @ A as an (out, in) float32 matrix
+        # BEGIN ASSIGNMENT lora: the update as the one (out, in) matrix W would gain, in float32
         return (self.lora_B.weight.float() @ self.lora_A.weight.float()) * self.scaling  # (out, r) @ (r, in)
         # END ASSIGNMENT
 
@@ -124,7 +124,7 @@ class LoRALinear(nn.Module):
         if self.merged:
             raise RuntimeError("this LoRA layer is already merged; unmerge() it first")
         self.check_mergeable()
-        # BEGIN ASSIGNMENT lora: W <- W + delta_weight(), in place, in W's dtype
+        # BEGIN ASSIGNMENT lora: fold the update into the base weight, in place, in W's dtype
         weight = self.base_layer.weight
         weight += self.delta_weight().to(weight.dtype)
         # END ASSIGNMENT
@@ -135,7 +135,7 @@ class LoRALinear(nn.Module):
         """W <- W - scaling * B A: the exact inverse of merge(), up to float rounding."""
         if not self.merged:
             raise RuntimeError("this LoRA layer is not merged; there is nothing to unmerge")
-        # BEGIN ASSIGNMENT lora: W <- W - delta_weight(), in place
+        # BEGIN ASSIGNMENT lora: take the update back out of the base weight, in place
         weight = self.base_layer.weight
         weight -= self.delta_weight().to(weight.dtype)
         # END ASSIGNMENT

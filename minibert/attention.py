@@ -70,7 +70,7 @@ class MultiHeadSelfAttention(nn.Module):
 
     def weights(self, q, k, bias) -> torch.Tensor:
         """softmax(Q K^T / sqrt(Dh) + bias): how much each query attends to each key (minibert.viz draws them)."""
-        # BEGIN ASSIGNMENT attention: softmax(Q K^T / sqrt(Dh) + bias) over the keys, bias None or broadcastable to the scores; (B, H, Tq, Dh), (B, H, T, Dh) -> (B, H, Tq, T)
+        # BEGIN ASSIGNMENT attention: eq. 1 of the module docstring up to its softmax, normalised over the keys, with the padding bias (None: no padding) in the scores; (B, H, Tq, Dh), (B, H, T, Dh) -> (B, H, Tq, T)
         scores = q @ k.transpose(-2, -1) * self.head_dim**-0.5  # (B, H, Tq, T): query i vs key j
         if bias is not None:
             scores = scores + bias  # padded keys -> dtype min -> weight 0 after softmax
@@ -79,7 +79,7 @@ class MultiHeadSelfAttention(nn.Module):
 
     def attend(self, q, k, v, bias, dropout: float) -> torch.Tensor:
         """softmax(Q K^T / sqrt(Dh) + bias) V, spelled out."""
-        # BEGIN ASSIGNMENT attention: the weights, with dropout(p=dropout) on them, times V; -> (B, H, Tq, Dh)
+        # BEGIN ASSIGNMENT attention: the rest of eq. 1: the weights (dropped out with p=dropout, 0.0 in eval mode) average the values; -> (B, H, Tq, Dh)
         weights = F.dropout(self.weights(q, k, bias), p=dropout, training=dropout > 0)  # (B, H, Tq, T)
         return weights @ v  # (B, H, Tq, Dh): weighted average of the values
         # END ASSIGNMENT

@@ -35,7 +35,7 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # BEGIN ASSIGNMENT block: dropout(lin2(activation(lin1(x)))): the same MLP on every token
+        # BEGIN ASSIGNMENT block: the position-wise feed-forward network (Vaswani et al. 2017, eq. 2) with the config's activation, dropout on its output; (B, T, D) -> (B, T, D)
         h = self.activation(self.lin1(x))  # (B, T, F)
         return self.dropout(self.lin2(h))  # (B, T, D)
         # END ASSIGNMENT
@@ -53,7 +53,7 @@ class Block(nn.Module):
         self.output_layer_norm = nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        # BEGIN ASSIGNMENT block: post-LN: h = LN1(x + dropout(attention(x, mask))), out = LN2(h + ffn(h))
+        # BEGIN ASSIGNMENT block: the post-LN block of the module docstring: attention, then the feed-forward network, each joining its input on the residual path before its norm
         residual = x  # (B, T, D)
         h = self.sa_layer_norm(residual + self.dropout(self.attention(x, attention_mask)))  # (B, T, D)
         return self.output_layer_norm(h + self.ffn(h))  # (B, T, D)
@@ -64,7 +64,7 @@ class Block(nn.Module):
 
         Every position still serves as a key and a value, but the query, the residual sums, both norms and the
         feed-forward run on one token instead of T: the same numbers at position 0 for ~1/6 of the block's work."""
-        # BEGIN ASSIGNMENT block: forward's two lines for position 0 only (attention queries = x[:, :1])
+        # BEGIN ASSIGNMENT block: what forward computes, with position 0 the only query (MultiHeadSelfAttention.forward's `queries`); -> (B, 1, D)
         first = x[:, :1]  # (B, 1, D)
         h = self.sa_layer_norm(first + self.dropout(self.attention(x, attention_mask, queries=first)))  # (B, 1, D)
         return self.output_layer_norm(h + self.ffn(h))  # (B, 1, D)

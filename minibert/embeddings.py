@@ -56,7 +56,7 @@ class Embeddings(nn.Module):
         # With token types (BERT), every token is "sentence A", and its row is added before the positions, in
         # BERT's order: float addition is not associative, and the other order drifts by ~1e-5 after six layers of
         # a real model.
-        # BEGIN ASSIGNMENT embeddings: LayerNorm(word vectors of input_ids (+ token type row 0) + the vectors of positions 0..T-1), then dropout; (B, T) -> (B, T, D)
+        # BEGIN ASSIGNMENT embeddings: BERT's input representation: each token's word vector, (its token-type row, when the model has them,) and its position's vector, summed in the order the comment above says, normalised, then dropout; (B, T) -> (B, T, D)
         positions = torch.arange(T, device=input_ids.device)  # (T,)
         x = self.word_embeddings(input_ids)  # (B, T, D)
         if self.token_type_embeddings is not None:

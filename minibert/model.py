@@ -77,7 +77,7 @@ class Classifier(nn.Module):
         self.first_token_only = False  # opt-in fast path, see set_cls_only
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        # BEGIN ASSIGNMENT head: cls: the vector at position 0; mean: average over real tokens (all T if no mask)
+        # BEGIN ASSIGNMENT head: cls: the vector of the [CLS] position; mean: the average over the real tokens only (no mask: no padding); (B, T, D) -> (B, D)
         if self.config.pooling == "cls":
             return hidden[:, 0]  # (B, D): the [CLS] vector
         if attention_mask is None:
@@ -88,7 +88,7 @@ class Classifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.encoder(input_ids, attention_mask, first_token_only=self.first_token_only)  # (B, T or 1, D)
-        # BEGIN ASSIGNMENT head: logits = classifier(dropout(activation(pre_classifier(pool(hidden, mask)))))
+        # BEGIN ASSIGNMENT head: the pooled vector through the head __init__ builds, in the order the module docstring draws; -> logits (B, C)
         pooled = self.activation(self.pre_classifier(self.pool(hidden, attention_mask)))  # (B, D)
         return self.classifier(self.dropout(pooled))  # logits (B, C)
         # END ASSIGNMENT

@@ -33,7 +33,7 @@ class Collator:
     def __call__(self, examples: list[dict]) -> dict:
         if not examples:
             raise ValueError("cannot collate an empty batch")
-        # BEGIN ASSIGNMENT collate: pad input_ids on the right to the longest (pad_id); attention_mask 1 = real, 0 = pad
+        # BEGIN ASSIGNMENT collate: the three long tensors of the docstring: every row as long as the batch's longest example, and a mask that tells real tokens from padding
         ids = [torch.as_tensor(e["input_ids"], dtype=torch.long) for e in examples]
         T = max(len(x) for x in ids)
         input_ids = torch.full((len(ids), T), self.pad_id, dtype=torch.long)  # (B, T)
