@@ -28,11 +28,12 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ({min(values):.1f}-{max(values):.1f})"
 
 
-def draw(ax, xs: list, points: list[list[float]], fmt: str, label: str) -> None:
-    """One line through the means of `points` (one list of seed values per x), bars from the lowest to the highest."""
+def draw(ax, xs: list, points: list[list[float]], fmt: str, label: str, **style) -> None:
+    """One line through the means of `points` (one list of seed values per x), bars from the lowest to the highest;
+    `style` goes to matplotlib (a color, ...)."""
     means = [statistics.mean(values) for values in points]
     bars = [[m - min(v) for m, v in zip(means, points)], [max(v) - m for m, v in zip(means, points)]]
-    ax.errorbar(xs, means, yerr=bars, fmt=fmt, capsize=3, label=label)
+    ax.errorbar(xs, means, yerr=bars, fmt=fmt, capsize=3, label=label, **style)
 
 
 def save_on_log2_axis(fig, ax, out: Path, xs: list, ticks: list[str], xlabel: str, title: str,
