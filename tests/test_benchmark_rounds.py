@@ -21,7 +21,7 @@ VOCAB = 1100  # common.random_batch draws token ids from 1000 up
 TINY = dict(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64)
 
 
-def tiny_model(device: str = "cpu", pretrained: bool = True) -> minibert.Classifier:
+def tiny_model(device: str = "cpu") -> minibert.Classifier:
     torch.manual_seed(0)
     config = minibert.Config(**TINY, dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0)
     return minibert.build_classifier(config).to(device).train()

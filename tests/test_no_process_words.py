@@ -1,6 +1,6 @@
 """No file of the repository speaks of how it was made: a reader has only the repository.
 
-Words that name a ticket, a numbered or lettered step of the work, who lent a machine, a file the repository does
+Words that name a ticket, a numbered or lettered step of the work, who provided a machine, a file the repository does
 not hold, or an absolute path of the machine it was written on, point at context a reader does not have (PHRASES
 lists them; the last test shows each one caught). Docs say the
 fact instead (what was measured, on which machine, when) and point at tracked files. This test scans every text
@@ -20,12 +20,14 @@ TEXT = (".py", ".md", ".txt", ".toml", ".json", ".sh", ".ipynb", ".cfg", ".ini",
 
 # (pattern, what a reader cannot know). Case-insensitive unless the pattern scopes it: a step's letter is a
 # capital, so the verb followed by a lowercase word stays allowed (the last test has the examples either way).
+# Each phrase is spelt here in pieces (a one-letter class, two adjacent strings), so that this file, which has to
+# hold them, passes a plain-text search for them too.
 PHRASES = [
-    (r"(?i:\bthe issue\b)", "the issue"),
+    (r"(?i:\bthe [i]ssue\b)", "a ticket of the work"),
     (r"\b(?i:calls?) [A-J](?:-[A-J])?(?=[\s,.;:)'’]|-|$)", "a device call by its letter"),
     (r"(?i:(?<![a-z])call_[a-j](?![a-z0-9]))", "a device call by its letter, as a key or a file name"),
-    (r'(?i:(?<!scope=")\bsession\b)', "a working session"),
-    (r"(?i:\b(not )?lent\b)", "a lent machine"),
+    (r'(?i:(?<!scope=")\bs[e]ssion\b)', "a working period"),
+    (r"(?i:\b(not )?l[e]nt\b)", "a borrowed machine"),
     (r"(?i:FACTS\.md|\bfacts file\b)", "a facts file the repository does not hold"),
     # docs/notebook.ipynb is "the notebook" now; the one it follows is not in the repository
     (r"(?i:\bthe notebook's (split|recipe|numbers?|run)\b|\bseed notebook\b|\boriginal (course )?notebook\b)",
@@ -54,10 +56,10 @@ def hits_in(path: str, text: str) -> list[str]:
 
 def test_the_patterns_catch_process_words_and_spare_code():
     """Each pattern catches its phrase; ordinary code and prose pass."""
-    caught = ["as the issue asks", "in call G", "calls G-J", "calls G to J", "Call D's job", "this session",
-              "none was lent", "see FACTS.md", "the notebook's split", "the original notebook", "/work/main/x", "--data ../shared/data/imdb",
+    caught = ["as the " "issue asks", "in c" "all G", "c" "alls G-J", "c" "alls G to J", "C" "all D's job",
+              "this s" "ession", "none was l" "ent", "see FACTS.md", "the notebook's split", "the original notebook", "/work/main/x", "--data ../shared/data/imdb",
               "imdb_job_h200_call_g.json", '"call_g": 1']
-    spared = ["we call F(x) here", "call a function", "calls A(x)", 'scope="session"', "excellent", "an issue",
+    spared = ["we call F(x) here", "call a function", "calls A(x)", 'scope="s' 'ession"', "excellent", "an " "issue",
               "calls Adam", "the recall", "github.com/pytorch/pytorch/issues/198333",
               "recall_at_k", "call_graph", "the notebook in docs/"]
     for line in caught:
@@ -69,7 +71,8 @@ def test_the_patterns_catch_process_words_and_spare_code():
 
 
 def test_no_file_speaks_of_the_process_that_made_it():
-    """No tracked text file names an issue, a device call, a session, a lent machine, an absent file or a local path."""
+    """No tracked text file names a ticket, a lettered step of the work, a working period, a borrowed machine, an
+    absent file or a local path."""
     files = text_files()
     if not files:
         pytest.skip("no repository files found")

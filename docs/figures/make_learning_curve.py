@@ -10,7 +10,6 @@ training time on one thread of the 2-core AMD EPYC (two runs side by side), fast
 time to train, not to evaluate.
 """
 
-import json
 import sys
 from pathlib import Path
 
@@ -20,15 +19,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from seeds import RESULTS, accuracy, draw, reports, save_on_log2_axis, spread  # noqa: E402
+from seeds import accuracy, draw, report, reports, save_on_log2_axis, spread  # noqa: E402
 
 SIZES = (250, 500, 1000, 2000, 4000, 8000)
 OUT = Path(__file__).with_name("learning_curve.png")
 EVERY_REVIEW_SEED = 0  # the run on every training review is long (~35 min on one thread here): one seed of it
 
 
-def run_name(init: str, n: int) -> str:
-    """The runs of a point: at 1,000 reviews adapt.md's own `full` and `random-minilm` rows."""
+def run_name(init: str, n: int | str) -> str:
+    """The runs of a point (n: a review count, or "all"): at 1,000 reviews adapt.md's own `full` and
+    `random-minilm` rows."""
     if n == 1000:
         return "full" if init == "pretrained" else "random-minilm"
     return f"curve-{'full' if init == 'pretrained' else 'random'}-{n}"
@@ -40,7 +40,7 @@ def main(out: Path = OUT) -> None:
         points = [reports(run_name(init, n)) for n in SIZES]
         assert all(r["n_train"] == n for n, seeds in zip(SIZES, points) for r in seeds), init
         draw(ax, list(SIZES), [accuracy(seeds, "test") for seeds in points], fmt, f"{init} init", color=color)
-        every = json.loads((RESULTS / f"{run_name(init, 'all')}_s{EVERY_REVIEW_SEED}" / "report.json").read_text())
+        every = report(run_name(init, "all"), EVERY_REVIEW_SEED)
         ax.plot([every["n_train"]], [100 * every["test_accuracy"]], fmt[0], fillstyle="none", color=color,
                 label=f"{init} init, every review, one seed")
         for n, seeds in zip(SIZES, points):
@@ -50,7 +50,7 @@ def main(out: Path = OUT) -> None:
         print(f"{init:10s} {every['n_train']:>5,} reviews (all): test {100 * every['test_accuracy']:.2f} (one seed), "
               f"training {every['train_seconds']:.0f} s")
     ax.axhline(50, color="grey", linestyle=":", label="chance")
-    ticks = [*SIZES, every["n_train"]]
+    ticks = [*SIZES, every["n_train"]]  # every review: the same count for both inits
     save_on_log2_axis(fig, ax, out, ticks, [f"{n:,}" for n in ticks], xlabel="training reviews (one epoch)",
                       title="all-MiniLM-L6-v2 on IMDB: what more reviews buy",
                       ylabel="test accuracy, % (mean, min-max of 3 seeds)")

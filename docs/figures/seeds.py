@@ -13,9 +13,14 @@ RESULTS = Path(__file__).resolve().parents[1] / "results" / "adapt"
 SEEDS = (0, 1, 2)
 
 
+def report(name: str, seed: int) -> dict:
+    """The report.json of docs/results/adapt/<name>_s<seed>."""
+    return json.loads((RESULTS / f"{name}_s{seed}" / "report.json").read_text())
+
+
 def reports(name: str) -> list[dict]:
-    """The report.json of each seed of docs/results/adapt/<name>_s<seed>."""
-    return [json.loads((RESULTS / f"{name}_s{seed}" / "report.json").read_text()) for seed in SEEDS]
+    """The report.json of each seed of a run."""
+    return [report(name, seed) for seed in SEEDS]
 
 
 def accuracy(reports_: list[dict], split: str) -> list[float]:
