@@ -69,9 +69,9 @@ def train(cfg: RunConfig, folder: Path | None, resume_from: dict | None) -> dict
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model, tokenizer = build_model(cfg)
     model.to(cfg.device).train()
-    data = prepare_imdb(cfg.data, tokenizer, max_len=cfg.max_len, train_samples=cfg.train_samples,
-                        val_samples=cfg.val_samples, eval_samples=cfg.eval_samples, seed=cfg.seed,
-                        add_special_tokens=cfg.special_tokens)
+    data = prepare_imdb(cfg.data, tokenizer, max_len=cfg.max_len, eval_max_len=cfg.eval_max_len,
+                        train_samples=cfg.train_samples, val_samples=cfg.val_samples, eval_samples=cfg.eval_samples,
+                        seed=cfg.seed, add_special_tokens=cfg.special_tokens)
     loop = Loop.build(cfg, model, data, Collator(tokenizer.pad_id))
     trainable, total = lora.trainable_parameters(model)
     say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)  |  "

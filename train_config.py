@@ -38,7 +38,10 @@ class RunConfig:
     # data
     data: str | None = flag(None, "IMDB folder (train/test parquet or csv, or aclImdb/); omit to download "
                                   "scikit-learn/imdb from the hub", "data")
-    max_len: int = flag(384, "tokens per review, [CLS]/[SEP] included", "data")
+    max_len: int = flag(384, "tokens per training review, [CLS]/[SEP] included", "data")
+    eval_max_len: str = flag(AUTO, "tokens per review when validating, testing and in the exported model (what "
+                                   "predict reads); auto: every position the model has (MiniLM: 512): a longer "
+                                   "window costs evaluation time only", "data", kind=int)
     truncation: str = flag("head+tail", "the part of a longer review kept: its start, its end, or a quarter from the "
                                         "start and the rest from the end", "data", ["head", "tail", "head+tail"])
     train_samples: str = flag(AUTO, "training reviews (or all); auto: 2400 on CPU, all on CUDA", "data", kind=int)
@@ -218,8 +221,9 @@ def check(cfg: RunConfig) -> None:
             refuse(name, "must be a whole number of at least 1" + (", or all" if may_be_all else ""))
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         refuse("seed", "must be a whole number of at least 0")
-    if cfg.max_len < (2 if cfg.special_tokens else 1):
-        refuse("max_len", "must leave room for [CLS] and [SEP]")
+    for name in ("max_len", "eval_max_len"):
+        if getattr(cfg, name) != AUTO and getattr(cfg, name) < (2 if cfg.special_tokens else 1):
+            refuse(name, "must leave room for [CLS] and [SEP]")
     if cfg.pad_multiple > cfg.max_len:
         refuse("pad_multiple", f"must be at most --max-len ({cfg.max_len})")
     for name in ("lr", "head_lr", "lora_alpha"):
@@ -249,13 +253,19 @@ def check(cfg: RunConfig) -> None:
 
 
 def check_against_model(cfg: RunConfig, config) -> None:
-    """The flags against the model they will train (its minibert Config), before any weight is read."""
+    """The flags against the model they will train (its minibert Config), before any weight is read; fills in
+    --eval-max-len auto, the one default that depends on the model."""
+    if cfg.eval_max_len == AUTO:
+        cfg.eval_max_len = config.max_position_embeddings
     if cfg.freeze_layers >= config.n_layers:
         raise UserError(f"--freeze-layers {cfg.freeze_layers} would freeze every one of the {config.n_layers} "
                         f"encoder layers of {cfg.model}; use at most {config.n_layers - 1} (0 trains them all; "
                         "--method head trains the head only)")
     if cfg.max_len > config.max_position_embeddings:
         raise UserError(f"--max-len {cfg.max_len} is longer than {cfg.model} has positions for "
+                        f"({config.max_position_embeddings}); use at most that")
+    if cfg.eval_max_len > config.max_position_embeddings:
+        raise UserError(f"--eval-max-len {cfg.eval_max_len} is longer than {cfg.model} has positions for "
                         f"({config.max_position_embeddings}); use at most that")
 
 

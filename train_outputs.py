@@ -24,13 +24,13 @@ def export(model, tokenizer, run_folder: Path, cfg: RunConfig) -> None:
             model = quant.dequantize_model(model)
         model = lora.merge_and_unload(model)
     minibert.save_pretrained(model, run_folder / "model")
-    tokenizer.save_pretrained(run_folder / "model", model_max_length=cfg.max_len)  # the length it was trained at
+    tokenizer.save_pretrained(run_folder / "model", model_max_length=cfg.eval_max_len)  # the length it was tested at
 
 
 def summary(cfg: RunConfig, report: dict) -> str:
     rows = [("model", f"{cfg.model} ({cfg.init}, {cfg.method}, pooling={cfg.pooling})"),
             ("data", f"{report['n_train']} train / {report['n_val']} val / {report['n_test']} test, "
-                     f"max_len {cfg.max_len}"),
+                     f"max_len {cfg.max_len} (val/test {cfg.eval_max_len})"),
             ("validation", f"accuracy {100 * report['val_accuracy']:.2f}%  F1 {100 * report['val_f1']:.2f}%"),
             ("test", f"accuracy {100 * report['test_accuracy']:.2f}%  F1 {100 * report['test_f1']:.2f}%"),
             ("time", f"train {report['train_seconds']:.0f} s ({report['steps']} steps), test eval "

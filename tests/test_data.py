@@ -200,6 +200,21 @@ def test_real_imdb_split(imdb_dir, tokenizer, tmp_path):
     assert plain["train"][0]["input_ids"][0] != tokenizer.cls_id
 
 
+def test_eval_max_len_cuts_only_val_and_test(imdb_dir, tokenizer, tmp_path):
+    """Training reviews are cut at max_len, val and test at eval_max_len; the same reviews, in the same order, as
+    a run with one length for all, and the training reviews identical to that run's."""
+    kwargs = dict(train_samples=160, val_samples=40, eval_samples=100, cache_dir=tmp_path)
+    one = prepare_imdb(imdb_dir, tokenizer, max_len=64, **kwargs)
+    two = prepare_imdb(imdb_dir, tokenizer, max_len=64, eval_max_len=128, **kwargs)
+    assert two["train"].lengths.max() == 64 and np.array_equal(two["train"].ids, one["train"].ids)
+    for name in ("val", "test"):
+        assert two[name].lengths.max() == 128  # some reviews are longer than 64 tokens: they keep more
+        assert np.array_equal(two[name].labels, one[name].labels)
+        for i in range(len(one[name])):  # a review under 64 tokens reads the same; a longer one, a longer window
+            short, long = one[name][i]["input_ids"], two[name][i]["input_ids"]
+            assert len(long) >= len(short) and (len(short) < 64) == (len(long) == len(short))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Other sources: aclImdb folder, the hub (offline and faked)
 # ---------------------------------------------------------------------------------------------------------------

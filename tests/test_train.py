@@ -98,7 +98,7 @@ def test_run_folder_is_complete_and_model_loads_in_transformers(reference_run):
     assert ours.config.labels == ("negative", "positive")  # the class names travel in config.json
     theirs = hf.AutoModelForSequenceClassification.from_pretrained(reference_run / "model").eval()
     assert theirs.config.id2label == {0: "negative", 1: "positive"}
-    assert hf.AutoTokenizer.from_pretrained(reference_run / "model").model_max_length == 64  # the trained --max-len
+    assert hf.AutoTokenizer.from_pretrained(reference_run / "model").model_max_length == 128  # tested at: every position
     batch = minibert.load_tokenizer(reference_run / "model")(["a fine film", "dull, dull, dull"], max_length=64)
     with torch.no_grad():
         torch.testing.assert_close(ours(batch["input_ids"], batch["attention_mask"]),

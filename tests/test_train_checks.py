@@ -75,6 +75,8 @@ BAD_FLAGS = [
     (["--eval-batch-size", "0"], "--eval-batch-size must be a whole number of at least 1"),
     (["--max-len", "129"], "--max-len 129 is longer than"),  # the tiny model has 128 positions
     (["--max-len", "1"], "--max-len must leave room for [CLS] and [SEP]"),
+    (["--eval-max-len", "129"], "--eval-max-len 129 is longer than"),
+    (["--eval-max-len", "1"], "--eval-max-len must leave room for [CLS] and [SEP]"),
     (["--lr", "0"], "--lr must be a positive number"),
     (["--lr", "-1"], "--lr must be a positive number"),
     (["--lr", "nan"], "--lr must be a positive number, got nan"),
@@ -353,7 +355,8 @@ def test_a_saved_tokenizer_keeps_its_truncation(tmp_path, minilm_dir, finished):
     back = Tokenizer.from_folder(tmp_path)
     assert (back.truncation, back.model_max_length) == ("tail", 48)
     exported = load_tokenizer(finished / "model")
-    assert (exported.truncation, exported.model_max_length) == ("head+tail", 32)  # the default, the run's --max-len
+    # the default truncation; the length the run tested at, --eval-max-len auto: the tiny model's 128 positions
+    assert (exported.truncation, exported.model_max_length) == ("head+tail", 128)
 
 
 # ---------------------------------------------------------------------------------------------------------------

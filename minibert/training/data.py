@@ -203,7 +203,8 @@ def _count(value, name: str) -> int | None:
 
 def prepare_imdb(source: str | Path | None, tokenizer: Tokenizer, max_len: int = 256, train_samples=2000,
                  val_samples=500, eval_samples=2000, seed: int = 0, add_special_tokens: bool = True,
-                 cache_dir: str | Path | None = None, use_cache: bool = True) -> dict[str, TokenizedSplit]:
+                 cache_dir: str | Path | None = None, use_cache: bool = True,
+                 eval_max_len: int | None = None) -> dict[str, TokenizedSplit]:
     """{"train", "val", "test"} TokenizedSplits, ready for Collator and LengthBucketBatchSampler.
 
     val (the development split) and train are carved from the real train split: a seeded shuffle, whose first
@@ -211,6 +212,8 @@ def prepare_imdb(source: str | Path | None, tokenizer: Tokenizer, max_len: int =
     training reviews keeps the same val reviews, and recipes are compared on one yardstick. test: the first
     `eval_samples` reviews of one fixed shuffle of the real test split, the same for every seed: a seed changes
     the training, not the exam. `source` is a data folder, or None for the hub (online only).
+    Training reviews are cut to `max_len` tokens, val and test to `eval_max_len` (None: `max_len` too): a model
+    trained on shorter windows still reads a whole long review at test, and that costs evaluation time only.
     """
     train_samples, eval_samples = _count(train_samples, "train_samples"), _count(eval_samples, "eval_samples")
     n_val = _count(val_samples, "val_samples")
@@ -225,12 +228,15 @@ def prepare_imdb(source: str | Path | None, tokenizer: Tokenizer, max_len: int =
     pool = pool[:n_val + train_samples] if train_samples is not None else pool
     test_rows = np.random.default_rng([TEST_SEED, 1]).permutation(len(raw["test"]))[:eval_samples]
 
-    kwargs = dict(tokenizer=tokenizer, max_len=max_len, add_special_tokens=add_special_tokens,
-                  cache_dir=root, use_cache=use_cache)
-    pooled = tokenize_rows(raw["train"], pool, **kwargs)  # val and train tokenized in one batch
-    return {"train": pooled.select(np.arange(n_val, len(pool))),
-            "val": pooled.select(np.arange(n_val)),
-            "test": tokenize_rows(raw["test"], test_rows, **kwargs)}
+    eval_max_len = max_len if eval_max_len is None else eval_max_len
+    kwargs = dict(tokenizer=tokenizer, add_special_tokens=add_special_tokens, cache_dir=root, use_cache=use_cache)
+    if eval_max_len == max_len:  # val and train tokenized in one batch
+        pooled = tokenize_rows(raw["train"], pool, max_len=max_len, **kwargs)
+        train, val = pooled.select(np.arange(n_val, len(pool))), pooled.select(np.arange(n_val))
+    else:
+        train = tokenize_rows(raw["train"], pool[n_val:], max_len=max_len, **kwargs)
+        val = tokenize_rows(raw["train"], pool[:n_val], max_len=eval_max_len, **kwargs)
+    return {"train": train, "val": val, "test": tokenize_rows(raw["test"], test_rows, max_len=eval_max_len, **kwargs)}
 
 
 def tokenize_full_split(source: str | Path | None, tokenizer: Tokenizer, split: str = "train", max_len: int = 512,
