@@ -7,8 +7,8 @@ score is the probability of the label. Texts are batched, sorted by length so ea
 back in the order given.
 
 Inputs are cut at the length the exported tokenizer records (tokenizer_config.json's model_max_length: train.py
-writes the run's --max-len there, and transformers reads it too), else at the model's position embeddings; --max-len
-overrides it. train.py's own run_config.json is not read: a model folder copied out of its run works the same.
+writes there the length the run tested at, its --eval-max-len, and transformers reads it too), else at the model's
+position embeddings; --max-len overrides it. train.py's own run_config.json is not read: a model folder copied out of its run works the same.
 
 A mistake the user can fix (a missing or unfinished run, a file that is not UTF-8, nothing to classify, a corrupt
 model file) ends with one line on stderr and exit status 2 (minibert/errors.py); tests/test_predict.py runs each.
